@@ -1,0 +1,29 @@
+# kernel_check: compile every .cu file of ours with nvcc for sm_90a and sm_80, also on machines whose
+# Torch has no CUDA (the CPU CI), so CI proves the kernels compile. Kernels include no Torch header.
+find_program(DS_NVCC nvcc HINTS /usr/local/cuda/bin ENV CUDA_HOME PATH_SUFFIXES bin)
+if(NOT DS_NVCC)
+  message(STATUS "kernel_check: nvcc not found, the CUDA compile check is off")
+  return()
+endif()
+file(GLOB_RECURSE _cu_files CONFIGURE_DEPENDS
+     ${CMAKE_SOURCE_DIR}/ops/*.cu ${CMAKE_SOURCE_DIR}/engine/*.cu ${CMAKE_SOURCE_DIR}/sparse_attention/*.cu
+     ${CMAKE_SOURCE_DIR}/transformer/*.cu ${CMAKE_SOURCE_DIR}/examples/*.cu)
+set(_objs "")
+foreach(_cu IN LISTS _cu_files)
+  file(RELATIVE_PATH _rel ${CMAKE_SOURCE_DIR} ${_cu})
+  string(REPLACE "/" "_" _name ${_rel})
+  set(_obj ${CMAKE_BINARY_DIR}/kernel_check/${_name}.o)
+  file(GLOB_RECURSE _deps CONFIGURE_DEPENDS ${CMAKE_SOURCE_DIR}/ops/*.cuh ${CMAKE_SOURCE_DIR}/ops/*.h
+       ${CMAKE_SOURCE_DIR}/sparse_attention/*.cuh ${CMAKE_SOURCE_DIR}/transformer/*.cuh)
+  add_custom_command(OUTPUT ${_obj}
+    COMMAND ${CMAKE_COMMAND} -E make_directory ${CMAKE_BINARY_DIR}/kernel_check
+    COMMAND ${DS_NVCC} -std=c++17 -O3 --expt-relaxed-constexpr -Xcompiler=-Wall
+            -gencode=arch=compute_90a,code=sm_90a -gencode=arch=compute_80,code=sm_80
+            -I${CMAKE_SOURCE_DIR} -c ${_cu} -o ${_obj}
+    DEPENDS ${_cu} ${_deps}
+    COMMENT "kernel_check: nvcc ${_rel} (sm_90a, sm_80)" VERBATIM)
+  list(APPEND _objs ${_obj})
+endforeach()
+list(LENGTH _objs _n)
+add_custom_target(kernel_check ALL DEPENDS ${_objs})
+message(STATUS "kernel_check: ${_n} .cu files compiled with ${DS_NVCC} for sm_90a and sm_80")

@@ -1,0 +1,13 @@
+# ds_options: the flags every target of ours links (warnings, sanitizers), as an INTERFACE target
+# so flags live on targets, never in global CMAKE_CXX_FLAGS.
+add_library(ds_options INTERFACE)
+target_compile_options(ds_options INTERFACE
+  $<$<COMPILE_LANGUAGE:CXX>:-Wall -Wextra>
+  $<$<AND:$<COMPILE_LANGUAGE:CXX>,$<BOOL:${DS_WERROR}>>:-Werror>
+  # nvcc: host-side warnings through the host compiler; device code keeps nvcc's own checks.
+  $<$<COMPILE_LANGUAGE:CUDA>:-Xcompiler=-Wall --expt-relaxed-constexpr>)
+if(DS_SANITIZE)
+  target_compile_options(ds_options INTERFACE -fsanitize=address,undefined -fno-omit-frame-pointer
+                         -fno-sanitize-recover=undefined)
+  target_link_options(ds_options INTERFACE -fsanitize=address,undefined)
+endif()

@@ -1,0 +1,1 @@
+// Anchor for the shared <torch/torch.h> precompiled header (see cmake/DsDependencies.cmake).

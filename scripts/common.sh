@@ -1,0 +1,36 @@
+# Shared by run.sh and test.sh: install what is missing (Debian 12), configure and build.
+# Sourced, not run. Safe to rerun: installs only missing packages, reuses the build folder.
+
+DS_APT_PACKAGES=(build-essential cmake g++ git libtorch-dev python3-torch nlohmann-json3-dev
+  libopenmpi-dev openmpi-bin libhdf5-dev libcli11-dev libgtest-dev clang libclang-rt-14-dev
+  nodejs npm)
+
+ds_log() { printf '\n==> %s\n' "$*"; }
+
+ds_sudo() {
+  if [ "$(id -u)" = 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@";
+  else echo "error: need root (or sudo) to install: $*" >&2; return 1; fi
+}
+
+# Install the Debian packages that are not installed yet.
+ds_install_deps() {
+  local missing=()
+  for p in "${DS_APT_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  if [ ${#missing[@]} -gt 0 ]; then
+    ds_log "apt-get install ${missing[*]}"
+    ds_sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq || true
+    ds_sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+  fi
+}
+
+# ds_build DIR [cmake args...]: configure (if needed) and build with all cores (2 on CI).
+ds_build() {
+  local dir=$1; shift
+  local jobs; jobs=$(nproc 2>/dev/null || echo 2)
+  ds_log "configure $dir"
+  cmake -S . -B "$dir" -DCMAKE_BUILD_TYPE=Release "$@"
+  ds_log "build $dir (-j$jobs)"
+  cmake --build "$dir" -j"$jobs"
+}
