@@ -71,6 +71,7 @@ if(DS_CUDA_ENABLED)
   set(CMAKE_CUDA_STANDARD_REQUIRED ON)
   find_package(CUDAToolkit REQUIRED)
 endif()
+ds_define_cuda_flag()
 
 # PCH: one precompiled <torch/torch.h> shared by every Torch-using target (2-core CI builds).
 add_library(ds_torch_pch OBJECT ${CMAKE_SOURCE_DIR}/cmake/pch_stub.cpp)

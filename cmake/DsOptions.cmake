@@ -11,3 +11,11 @@ if(DS_SANITIZE)
                          -fno-sanitize-recover=undefined)
   target_link_options(ds_options INTERFACE -fsanitize=address,undefined)
 endif()
+
+# DS_WITH_CUDA is defined for every target of ours when the CUDA kernels are built, so device
+# dispatch code can call them (#if DS_WITH_CUDA).
+function(ds_define_cuda_flag)
+  if(DS_CUDA_ENABLED)
+    target_compile_definitions(ds_options INTERFACE DS_WITH_CUDA=1)
+  endif()
+endfunction()

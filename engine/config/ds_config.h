@@ -248,6 +248,11 @@ ConfigParseResult parse_config_file(const std::string& file, int world_size = 1)
 DeepSpeedConfig load_config(const std::string& file, int world_size = 1);
 DeepSpeedConfig load_config_text(std::string_view text, int world_size = 1);
 
+// One section alone, as a JSON object's text (the Python ops take these): validated with the same
+// rules and JSON paths as in a whole file ("sparse_attention.block"). Throw ConfigError.
+SparseAttentionConfig parse_sparse_attention_section(std::string_view json_object_text);
+TransformerKernelConfig parse_transformer_kernel_section(std::string_view json_object_text);
+
 // The resolved config as JSON text (every default filled in), the form ds_config prints and the
 // engine stores in checkpoints. parse_config_text(to_json_text(c), c.world_size) gives back c.
 std::string to_json_text(const DeepSpeedConfig& c, int indent = 2);
