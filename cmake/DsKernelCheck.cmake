@@ -7,7 +7,8 @@ if(NOT DS_NVCC)
 endif()
 file(GLOB_RECURSE _cu_files CONFIGURE_DEPENDS
      ${CMAKE_SOURCE_DIR}/ops/*.cu ${CMAKE_SOURCE_DIR}/engine/*.cu ${CMAKE_SOURCE_DIR}/sparse_attention/*.cu
-     ${CMAKE_SOURCE_DIR}/transformer/*.cu ${CMAKE_SOURCE_DIR}/examples/*.cu)
+     ${CMAKE_SOURCE_DIR}/transformer/*.cu ${CMAKE_SOURCE_DIR}/examples/*.cu
+     ${CMAKE_SOURCE_DIR}/tests/*.cu)
 set(_objs "")
 foreach(_cu IN LISTS _cu_files)
   file(RELATIVE_PATH _rel ${CMAKE_SOURCE_DIR} ${_cu})
