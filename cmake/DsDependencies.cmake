@@ -76,9 +76,17 @@ ds_define_cuda_flag()
 # PCH: one precompiled <torch/torch.h> shared by every Torch-using target (2-core CI builds).
 add_library(ds_torch_pch OBJECT ${CMAKE_SOURCE_DIR}/cmake/pch_stub.cpp)
 target_link_libraries(ds_torch_pch PRIVATE ds_options ${TORCH_LIBRARIES})
+target_compile_options(ds_torch_pch PRIVATE $<$<COMPILE_LANGUAGE:CXX>:-Winvalid-pch>)
 target_precompile_headers(ds_torch_pch PRIVATE "$<$<COMPILE_LANGUAGE:CXX>:<torch/torch.h$<ANGLE-R>>")
 function(ds_use_torch_pch target)
   target_precompile_headers(${target} REUSE_FROM ds_torch_pch)
+  # The PCH is compiled -fPIC (it belongs to a library); gcc rejects it for -fPIE objects, so
+  # executables that share it compile -fPIC too (PIC code links into PIE executables).
+  get_target_property(_type ${target} TYPE)
+  if(_type STREQUAL "EXECUTABLE")
+    set_property(TARGET ${target} PROPERTY POSITION_INDEPENDENT_CODE OFF)
+    target_compile_options(${target} PRIVATE $<$<COMPILE_LANGUAGE:CXX>:-fPIC -Winvalid-pch>)
+  endif()
 endfunction()
 
 # --- MPI, NCCL, HDF5, GTest, CLI11 --------------------------------------------------------------
