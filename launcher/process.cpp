@@ -11,6 +11,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <iostream>
 #include <map>
@@ -184,8 +185,15 @@ int run_commands(const std::vector<Command>& commands, const std::vector<std::st
   // When to SIGKILL what is still alive; max(): no stop in progress.
   Clock::time_point kill_at = Clock::time_point::max();
   const bool groups = options.own_process_groups;
+  std::vector<pid_t> started;
   auto signal_all = [&alive, groups](int sig) {
     for (const auto& [pid, index] : alive) ::kill(groups ? -pid : pid, sig);
+  };
+  // Stopping the job also reaches what ranks that already exited left behind in their groups
+  // (a shell rank's children); an empty group just answers ESRCH.
+  auto stop_all = [&](int sig) {
+    if (!groups) return signal_all(sig);
+    for (pid_t pid : started) ::kill(-pid, sig);
   };
   const bool stdin_is_tty = ::isatty(0) == 1;
 
@@ -221,6 +229,7 @@ int run_commands(const std::vector<Command>& commands, const std::vector<std::st
     // Also here, so that a signal sent right after fork already reaches the whole group.
     if (groups) ::setpgid(pid, pid);
     alive.emplace(pid, i);
+    started.push_back(pid);
   }
 
   while (!alive.empty()) {
@@ -236,11 +245,11 @@ int run_commands(const std::vector<Command>& commands, const std::vector<std::st
       if (interrupted_by == 0) {
         interrupted_by = sig;
         std::cerr << "dsrun: got signal " << sig << " (" << ::strsignal(sig) << "), stopping all ranks\n";
-        signal_all(options.forward_as ? options.forward_as : sig);
+        stop_all(options.forward_as ? options.forward_as : sig);
         kill_at = std::min(kill_at, Clock::now() + options.grace);
       } else {
         std::cerr << "dsrun: second interrupt, killing all ranks\n";
-        signal_all(SIGKILL);
+        stop_all(SIGKILL);
       }
     }
     int status = 0;
@@ -255,7 +264,7 @@ int run_commands(const std::vector<Command>& commands, const std::vector<std::st
       first_failure = code;
       if (options.stop_all_on_failure && !alive.empty()) {
         std::cerr << "dsrun: " << label << " " << describe(status) << "; stopping the other ranks\n";
-        signal_all(SIGTERM);
+        stop_all(SIGTERM);
         kill_at = Clock::now() + options.grace;
       } else {
         std::cerr << "dsrun: " << label << " " << describe(status) << "\n";
@@ -263,8 +272,8 @@ int run_commands(const std::vector<Command>& commands, const std::vector<std::st
     }
     if (Clock::now() >= kill_at && !alive.empty()) {
       std::cerr << "dsrun: " << alive.size() << " process(es) still running " << options.grace.count()
-                << " ms after SIGTERM, sending SIGKILL\n";
-      signal_all(SIGKILL);
+                << " ms after being told to stop, sending SIGKILL\n";
+      stop_all(SIGKILL);
       kill_at = Clock::time_point::max();
     }
   }

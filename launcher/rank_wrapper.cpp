@@ -95,7 +95,10 @@ EnvList rank_environment(const WrapperSpec& spec, const std::function<const char
   const char* backend = ompi ? "mpirun" : "srun";
   const int rank = read_int(getenv, ompi ? "OMPI_COMM_WORLD_RANK" : "SLURM_PROCID", backend);
   const int local_rank = read_int(getenv, ompi ? "OMPI_COMM_WORLD_LOCAL_RANK" : "SLURM_LOCALID", backend);
-  const int size = read_int(getenv, ompi ? "OMPI_COMM_WORLD_SIZE" : "SLURM_NTASKS", backend);
+  // The step's own task count; SLURM_NTASKS may be the whole allocation's in older Slurm.
+  const char* size_name = ompi ? "OMPI_COMM_WORLD_SIZE"
+                               : (getenv("SLURM_STEP_NUM_TASKS") ? "SLURM_STEP_NUM_TASKS" : "SLURM_NTASKS");
+  const int size = read_int(getenv, size_name, backend);
   int world = 0;
   for (int p : spec.node_procs) world += p;
   if (size != world) {

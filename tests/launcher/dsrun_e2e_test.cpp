@@ -102,6 +102,30 @@ TEST_P(DsrunEndToEnd, RankExitCodeEndsTheJob) {
   EXPECT_LT(r.seconds, kFailBoundSeconds);
 }
 
+TEST_P(DsrunEndToEnd, RankFailureStopsRanksThatIgnoreSigtermAndLeftovers) {
+  std::filesystem::create_directories(out());
+  ProcessResult r = run_process(dsrun({PROBE_PATH, "fail", "5", out()}), dir_.path(), kJobTimeoutSeconds);
+  ASSERT_FALSE(r.timed_out) << r.err;
+  EXPECT_EQ(r.exit_code, 5) << r.err;
+  EXPECT_LT(r.seconds, kFailBoundSeconds);
+  // The failed rank's own child: the local launcher kills the rank's process group; OpenMPI
+  // does not look for what an exited rank left behind (README, "Differences").
+  const bool child_is_stopped = GetParam() == "local";
+  const double stop = now_seconds();
+  for (const std::string name : {"pid0_self", "pid1_self", "pid1_child"}) {
+    std::string text = read_file(out() + "/" + name);
+    ASSERT_FALSE(text.empty()) << name << " was not written";
+    pid_t pid = static_cast<pid_t>(std::stol(text));
+    if (name == std::string("pid1_child") && !child_is_stopped) {
+      ::kill(pid, SIGKILL);
+      continue;
+    }
+    while (!process_gone(pid) && now_seconds() - stop < 10.0) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    EXPECT_TRUE(process_gone(pid)) << name << " (pid " << pid << ") still runs after the job failed";
+    if (!process_gone(pid)) ::kill(pid, SIGKILL);
+  }
+}
+
 TEST_P(DsrunEndToEnd, KilledRankEndsTheJobWith128PlusSignal) {
   ProcessResult r = run_process(dsrun({PROBE_PATH, "killself", std::to_string(SIGKILL)}), dir_.path(), kJobTimeoutSeconds);
   ASSERT_FALSE(r.timed_out) << r.err;
@@ -135,6 +159,10 @@ TEST_P(DsrunEndToEnd, SigtermStopsEveryRankAndItsChildren) {
     while (!process_gone(pid) && now_seconds() - stop < 10.0) std::this_thread::sleep_for(std::chrono::milliseconds(50));
     EXPECT_TRUE(process_gone(pid)) << "pid " << pid << " still runs after dsrun got SIGTERM";
     if (!process_gone(pid)) ::kill(pid, SIGKILL);
+  }
+  // Stopped by the forwarded SIGTERM (a chance to clean up), not only by a later SIGKILL.
+  for (int rank = 0; rank < 2; ++rank) {
+    EXPECT_TRUE(std::filesystem::exists(out() + "/term" + std::to_string(rank))) << "rank " << rank << " got no SIGTERM";
   }
 }
 

@@ -1,9 +1,14 @@
 // A stand-in training program for the dsrun end-to-end tests. Modes:
 //   env OUTDIR ARGS...  write OUTDIR/rank<RANK>.txt: the launcher variables, then every argument
-//   fail CODE           rank 1 exits with CODE after 0.2 s; the other ranks wait to be stopped
+//   fail CODE [OUTDIR]  rank 1 exits with CODE after 0.2 s; the other ranks wait to be stopped.
+//                       With OUTDIR the other ranks ignore SIGTERM and SIGINT (only SIGKILL ends
+//                       them), and rank 1 first starts a child that outlives it; all write pids
+//                       as in `sleep`
 //   killself SIGNAL     rank 1 kills itself with SIGNAL after 0.2 s; the others wait
 //   sleep OUTDIR        fork a child; both write their pid to OUTDIR/pid<RANK>_{self,child}, then
-//                       wait to be stopped (60 s at most, so a broken launcher cannot leak forever)
+//                       wait to be stopped (60 s at most, so a broken launcher cannot leak forever);
+//                       the rank itself records a SIGTERM in OUTDIR/term<RANK> before exiting
+#include <fcntl.h>
 #include <signal.h>
 #include <unistd.h>
 
@@ -43,6 +48,15 @@ void wait_to_be_stopped() {
   for (int i = 0; i < 600; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(100));
 }
 
+// Where the SIGTERM handler records the signal; filled before the handler is installed.
+char g_term_path[4096];
+
+void on_sigterm(int) {
+  int fd = ::open(g_term_path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  if (fd >= 0) ::close(fd);
+  ::_exit(128 + SIGTERM);
+}
+
 void write_pid(const std::string& dir, const std::string& name) {
   std::string path = dir + "/" + name;
   std::ofstream(path + ".tmp") << ::getpid() << "\n";
@@ -68,6 +82,26 @@ int main(int argc, char** argv) {
     for (int i = 3; i < argc; ++i) out << "arg=" << escape(argv[i]) << "\n";
     return out ? 0 : 1;
   }
+  if (mode == "fail" && argc > 3) {
+    const std::string dir = argv[3];
+    const std::string tag = "pid" + std::to_string(rank());
+    if (rank() == 1) {
+      pid_t child = ::fork();
+      if (child == 0) {
+        write_pid(dir, tag + "_child");
+        wait_to_be_stopped();
+        return 0;
+      }
+      write_pid(dir, tag + "_self");
+      std::this_thread::sleep_for(std::chrono::milliseconds(500));
+      return std::atoi(argv[2]);
+    }
+    ::signal(SIGTERM, SIG_IGN);
+    ::signal(SIGINT, SIG_IGN);
+    write_pid(dir, tag + "_self");
+    wait_to_be_stopped();
+    return 0;
+  }
   if (mode == "fail" || mode == "killself") {
     if (rank() == 1) {
       std::this_thread::sleep_for(std::chrono::milliseconds(200));
@@ -86,6 +120,8 @@ int main(int argc, char** argv) {
       wait_to_be_stopped();
       return 0;
     }
+    std::snprintf(g_term_path, sizeof(g_term_path), "%s/term%d", dir.c_str(), rank());
+    ::signal(SIGTERM, on_sigterm);
     write_pid(dir, tag + "_self");
     wait_to_be_stopped();
     return 0;

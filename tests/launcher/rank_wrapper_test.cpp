@@ -107,6 +107,12 @@ TEST(RankWrapper, SlurmSingleNodeNeedsNoName) {
   spec.node_procs = {2};
   FakeEnv env{{{"SLURM_PROCID", "0"}, {"SLURM_LOCALID", "0"}, {"SLURM_NTASKS", "2"}}};
   EXPECT_EQ(*env_get(rank_environment(spec, env), "LOCAL_SIZE"), "2");
+  // The step's task count wins over the allocation's.
+  env.vars["SLURM_NTASKS"] = "8";
+  env.vars["SLURM_STEP_NUM_TASKS"] = "2";
+  EXPECT_EQ(*env_get(rank_environment(spec, env), "WORLD_SIZE"), "2");
+  env.vars["SLURM_STEP_NUM_TASKS"] = "3";
+  EXPECT_USAGE_ERROR(rank_environment(spec, env), "srun started 3 ranks but dsrun planned 2");
 }
 
 }  // namespace
