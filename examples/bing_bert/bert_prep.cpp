@@ -2,13 +2,13 @@
 // validation), with Google's create_pretraining_data algorithm. See README.md (Data).
 #include <CLI/CLI.hpp>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <nlohmann/json.hpp>
-#include <regex>
 #include <string>
 #include <vector>
 
@@ -78,12 +78,24 @@ void print_split(const char* name, const InstanceStats& st, int64_t documents, i
             << pct(st.instances - st.random_next, st.instances) << " actual next (label 0)\n";
 }
 
+// <prefix>_(training|validation)_shard_<digits>.hdf5
+bool is_our_shard_name(const std::string& name, const std::string& prefix) {
+  for (const char* split : {"_training_shard_", "_validation_shard_"}) {
+    const std::string head = prefix + split, tail = ".hdf5";
+    if (name.size() <= head.size() + tail.size() || name.compare(0, head.size(), head) != 0 ||
+        name.compare(name.size() - tail.size(), tail.size(), tail) != 0) {
+      continue;
+    }
+    const std::string digits = name.substr(head.size(), name.size() - head.size() - tail.size());
+    if (std::all_of(digits.begin(), digits.end(), [](char c) { return c >= '0' && c <= '9'; })) return true;
+  }
+  return false;
+}
+
 // Shards of an earlier run under the same prefix would be picked up by the trainer: remove them.
 void remove_stale_shards(const std::string& dir, const std::string& prefix) {
-  const std::regex pattern(std::regex_replace(prefix, std::regex(R"([.^$|()\[\]{}*+?\\])"), R"(\$&)") +
-                           "_(training|validation)_shard_[0-9]+\\.hdf5");
   for (const auto& e : fs::directory_iterator(dir)) {
-    if (e.is_regular_file() && std::regex_match(e.path().filename().string(), pattern)) {
+    if (e.is_regular_file() && is_our_shard_name(e.path().filename().string(), prefix)) {
       std::cout << "removing the earlier shard " << e.path().string() << "\n";
       fs::remove(e.path());
     }
@@ -205,7 +217,9 @@ int run(const Args& a) {
       {"validation", stats_json(data.validation_stats, data.validation_documents)},
       {"files", files_json}};
   const std::string info_path = (fs::path(a.output_dir) / (a.output_prefix + "_info.json")).string();
-  std::ofstream(info_path) << info.dump(2) << "\n";
+  std::ofstream info_out(info_path);
+  info_out << info.dump(2) << "\n";
+  if (!info_out) throw std::runtime_error("cannot write the summary '" + info_path + "'");
   std::cout << "summary: " << info_path << "\n";
   return 0;
 }

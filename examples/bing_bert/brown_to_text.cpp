@@ -2,10 +2,11 @@
 // one sentence per line, a blank line after each document (= each Brown file).
 #include <CLI/CLI.hpp>
 
+#include <algorithm>
+#include <cctype>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
-#include <regex>
 #include <sstream>
 
 #include "examples/bing_bert/data/brown.h"
@@ -19,11 +20,14 @@ int main(int argc, char** argv) {
   app.add_option("--output", output, "Text file to write")->required();
   CLI11_PARSE(app, argc, argv);
   try {
-    // The corpus files are named by category letter a-r and a number; README, CONTENTS etc. are not text.
-    const std::regex name(R"(c[a-r][0-9][0-9])");
+    // The corpus files are named c<category a-r><two digits>; README, CONTENTS etc. are not text.
+    auto is_corpus_file = [](const std::string& n) {
+      return n.size() == 4 && n[0] == 'c' && n[1] >= 'a' && n[1] <= 'r' && std::isdigit(static_cast<unsigned char>(n[2])) &&
+             std::isdigit(static_cast<unsigned char>(n[3]));
+    };
     std::vector<fs::path> files;
     for (const auto& e : fs::directory_iterator(input_dir)) {
-      if (e.is_regular_file() && std::regex_match(e.path().filename().string(), name)) files.push_back(e.path());
+      if (e.is_regular_file() && is_corpus_file(e.path().filename().string())) files.push_back(e.path());
     }
     if (files.empty()) throw std::runtime_error("no Brown corpus files (ca01 ... cr09) in '" + input_dir + "'");
     std::sort(files.begin(), files.end());
