@@ -55,8 +55,8 @@ struct ShardReadOptions {
 PretrainingShard read_pretraining_shard(const std::string& path, const ShardReadOptions& options = {});
 
 struct ShardWriteOptions {
-  // 0 = none. Level 1 makes Brown seq-128 shards 5.7x smaller than raw; level 4 (h5py's
-  // default) saves 8% more at 3x the write time.
+  // 0 = none. On the Brown seq-128 shards level 1 is 5.7x smaller than none (4 s more to write
+  // 138k instances on 2 cores); level 4 (h5py's default) saves 10% more and takes 1.7x as long.
   int gzip_level = 1;
   std::map<std::string, int64_t> attributes;   // written as int64 file attributes
   std::map<std::string, std::string> text_attributes;
