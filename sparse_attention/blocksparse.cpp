@@ -144,6 +144,9 @@ std::string torch_dtype_name(at::ScalarType s) {
     case at::kDouble: return "torch.float64";
     case at::kHalf: return "torch.float16";
     case at::kBFloat16: return "torch.bfloat16";
+    case at::kInt: return "torch.int32";
+    case at::kLong: return "torch.int64";
+    case at::kBool: return "torch.bool";
     default: return std::string("torch.") + c10::toString(s);
   }
 }

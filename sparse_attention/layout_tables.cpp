@@ -19,8 +19,10 @@ LayoutTables LayoutTables::build(const at::Tensor& layout_in, int64_t block) {
   TORCH_CHECK(layout_in.defined(), "layout is undefined; pass an int64 [heads, rows, cols] tensor of 0s and 1s");
   TORCH_CHECK(layout_in.dim() == 2 || layout_in.dim() == 3,
               "Layout should be a 2 or 3 dimensional tensor of 0s and 1s; got shape ", layout_in.sizes());
-  TORCH_CHECK(!at::isFloatingType(layout_in.scalar_type()) && !at::isComplexType(layout_in.scalar_type()),
-              "layout must have an integer or bool dtype, got ", layout_in.scalar_type());
+  // Any real dtype, as DeepSpeed's MatMul (layout.long()): LibTorch's Module::to(dtype) also converts
+  // integer buffers, so a module's master_layout may arrive as float.
+  TORCH_CHECK(!at::isComplexType(layout_in.scalar_type()), "layout must have a real dtype, got ",
+              layout_in.scalar_type());
   TORCH_CHECK(block == 16 || block == 32 || block == 64 || block == 128, "block ", block,
               " is not supported; use 16, 32, 64 or 128");
 

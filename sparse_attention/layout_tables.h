@@ -43,8 +43,8 @@ struct LayoutTables {
   at::Tensor col_count;  // [H*C]
   at::Tensor col_nnz;    // [nnz]
 
-  // layout: 2-D [R, C] (one head, as DeepSpeed's MatMul accepts) or 3-D [H, R, C]; any integer or
-  // bool dtype, any device (read once on the CPU); a block is present where the value is non-zero.
+  // layout: 2-D [R, C] (one head, as DeepSpeed's MatMul accepts) or 3-D [H, R, C]; any real dtype,
+  // any device (read once on the CPU); a block is present where the value is non-zero.
   // block: 16, 32, 64 or 128 (DeepSpeed's kernels support exactly these).
   static LayoutTables build(const at::Tensor& layout, int64_t block);
 

@@ -24,7 +24,7 @@ at::Tensor SparseSelfAttentionImpl::get_layout(int64_t L) const {
   TORCH_CHECK_VALUE(nb <= master_layout.size(1), "Sequence Length, ", L, ", is longer than max_seq_length ",
                     max_seq_length_, " of this SparseSelfAttention; construct it with max_seq_length >= ",
                     nb * block);
-  return master_layout.slice(1, 0, nb).slice(2, 0, nb).to(at::kCPU);
+  return master_layout.slice(1, 0, nb).slice(2, 0, nb).to(at::kCPU, at::kLong);
 }
 
 std::shared_ptr<const LayoutTables> SparseSelfAttentionImpl::get_tables(int64_t L) {

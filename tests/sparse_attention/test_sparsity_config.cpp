@@ -414,7 +414,9 @@ TEST(LayoutTables, Errors) {
                       "Layout should be a 2 or 3 dimensional tensor of 0s and 1s");
   DS_EXPECT_THROW_MSG(LayoutTables::build(torch::ones({1, 2, 2}, torch::kLong), 24), c10::Error,
                       "block 24 is not supported; use 16, 32, 64 or 128");
-  DS_EXPECT_THROW_MSG(LayoutTables::build(torch::ones({1, 2, 2}), 16), c10::Error, "integer or bool dtype");
+  DS_EXPECT_THROW_MSG(LayoutTables::build(torch::ones({1, 2, 2}, torch::kComplexFloat), 16), c10::Error,
+                      "layout must have a real dtype");
+  EXPECT_EQ(LayoutTables::build(torch::eye(2).unsqueeze(0), 16).nnz, 2);  // float layouts as 0/1 values
   LayoutTables two_d = LayoutTables::build(torch::ones({2, 3}, torch::kInt32), 32);
   EXPECT_EQ(two_d.heads, 1);
   EXPECT_EQ(two_d.nnz, 6);
