@@ -4,6 +4,7 @@
 #include <ATen/Parallel.h>
 
 #include <algorithm>
+#include <atomic>
 #include <limits>
 #include <utility>
 #include <vector>
@@ -14,7 +15,7 @@ namespace {
 // The block products gather each present block's dense operand tiles into one batch for a single
 // bmm. Gathered temporaries grow with nnz * block * (K or N), which for long sequences exceeds the
 // dense operands several times over; work in chunks of at most this many bytes of temporaries.
-constexpr int64_t kGatherBudgetBytes = int64_t{128} << 20;
+std::atomic<int64_t> g_gather_budget_bytes{int64_t{128} << 20};
 
 // Reduction over the blocks of each segment (see segment_sum). `ptr` holds S+1 offsets into the
 // block positions of src (or of `order`, when given); `out` is [Z, S, X] with unit stride over X and
@@ -69,7 +70,7 @@ at::Tensor segment_reduce(const at::Tensor& src_in, const at::Tensor& ptr_in, co
 // Splits segments [0, S) into consecutive ranges whose blocks fit the gather budget (at least one
 // segment per range).
 std::vector<std::pair<int64_t, int64_t>> segment_chunks(const int64_t* ptr, int64_t S, int64_t bytes_per_block) {
-  const int64_t max_blocks = std::max<int64_t>(1, kGatherBudgetBytes / std::max<int64_t>(1, bytes_per_block));
+  const int64_t max_blocks = std::max<int64_t>(1, g_gather_budget_bytes.load() / std::max<int64_t>(1, bytes_per_block));
   std::vector<std::pair<int64_t, int64_t>> chunks;
   int64_t s0 = 0;
   while (s0 < S) {
@@ -82,6 +83,8 @@ std::vector<std::pair<int64_t, int64_t>> segment_chunks(const int64_t* ptr, int6
 }
 
 }  // namespace
+
+int64_t set_gather_budget_bytes(int64_t bytes) { return g_gather_budget_bytes.exchange(std::max<int64_t>(1, bytes)); }
 
 at::Tensor segment_sum(const at::Tensor& src, const at::Tensor& ptr, const at::Tensor& order) {
   return segment_reduce<false>(src, ptr, order);
@@ -99,7 +102,7 @@ at::Tensor sdd(const at::Tensor& a, const at::Tensor& b, bool trans_a, bool tran
   at::Tensor a_tiles = op_a.reshape({Z, H * t.rows, bs, K});                               // [Z, H*R, b, K]
   at::Tensor b_tiles = (trans_b ? b : b.transpose(-1, -2)).reshape({Z, H * t.cols, bs, K});  // [Z, H*C, b, K]
   const int64_t bytes_per_block = 2 * Z * bs * K * static_cast<int64_t>(a.element_size());
-  const int64_t chunk = std::max<int64_t>(1, kGatherBudgetBytes / std::max<int64_t>(1, bytes_per_block));
+  const int64_t chunk = std::max<int64_t>(1, g_gather_budget_bytes.load() / std::max<int64_t>(1, bytes_per_block));
   if (t.nnz <= chunk) {
     return at::matmul(a_tiles.index_select(1, t.row_seg), b_tiles.index_select(1, t.col_seg).transpose(-1, -2));
   }

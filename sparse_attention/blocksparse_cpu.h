@@ -30,4 +30,8 @@ at::Tensor softmax_backward(const at::Tensor& y, const at::Tensor& dy, const Lay
 at::Tensor segment_sum(const at::Tensor& src, const at::Tensor& ptr, const at::Tensor& order = {});
 at::Tensor segment_max(const at::Tensor& src, const at::Tensor& ptr, const at::Tensor& order = {});
 
+// The cap on gathered temporaries per batched GEMM (default 128 MiB); returns the previous value.
+// Tests lower it to run the chunked paths on small inputs.
+int64_t set_gather_budget_bytes(int64_t bytes);
+
 }  // namespace ds::sparse_cpu

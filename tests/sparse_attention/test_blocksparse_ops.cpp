@@ -10,6 +10,7 @@
 
 #include "dense_reference.h"
 #include "sparse_attention/blocksparse.h"
+#include "sparse_attention/blocksparse_cpu.h"
 #include "sparse_attention/layout_tables.h"
 #include "tests/common/test_utils.h"
 
@@ -163,6 +164,32 @@ TEST(MatMul, LeadingSingletonDimsAreAddedAndRemoved) {
   EXPECT_LT(rel_error(y[0], torch::matmul(sparse_to_dense(c.unsqueeze(0), t)[0][0], b2)), 1e-14);
   torch::Tensor y4 = dsd(c.unsqueeze(0), torch::randn({1, 32, 8}, torch::kFloat64));
   EXPECT_EQ(y4.sizes(), at::IntArrayRef({1, 1, 32, 8}));
+}
+
+TEST(MatMul, ChunkedGathersGiveTheSameResult) {
+  // A tiny gather budget forces one block (sdd) or one block row/column (dsd, dds) per chunk.
+  LayoutTables t = LayoutTables::build(test::random_layout(2, 4, 3, 0.5, 13), 16);
+  for (MatMulMode mode : {MatMulMode::SDD, MatMulMode::DSD, MatMulMode::DDS})
+    for (bool ta : {false, true})
+      for (bool tb : {false, true}) {
+        MatMulCase c = make_case(mode, ta, tb, t, 24, torch::kFloat64, 6);
+        torch::Tensor whole = blocksparse_matmul(c.a, c.b, t, mode, ta, tb);
+        const int64_t previous = sparse_cpu::set_gather_budget_bytes(1);
+        torch::Tensor chunked = blocksparse_matmul(c.a, c.b, t, mode, ta, tb);
+        sparse_cpu::set_gather_budget_bytes(previous);
+        EXPECT_LT(rel_error(chunked, whole), 1e-15) << matmul_mode_name(mode) << ta << tb;
+        EXPECT_LT(rel_error(chunked, c.ref), 1e-13);
+      }
+}
+
+TEST(MatMulAndSoftmax, EmptyLayoutGivesZeros) {
+  LayoutTables t = LayoutTables::build(torch::zeros({2, 2, 2}, torch::kLong), 16);
+  ASSERT_EQ(t.nnz, 0);
+  torch::Tensor q = torch::randn({1, 2, 32, 8}, torch::kFloat64).set_requires_grad(true);
+  torch::Tensor out = sparse_attention(q, q, q, t);
+  EXPECT_TRUE(out.eq(0).all().item<bool>());
+  torch::Tensor g = torch::autograd::grad({out.sum()}, {q})[0];
+  EXPECT_TRUE(g.eq(0).all().item<bool>());
 }
 
 TEST(MatMul, DeepSpeedInputErrors) {
