@@ -17,19 +17,23 @@ SparseSelfAttentionImpl::SparseSelfAttentionImpl(std::shared_ptr<const SparsityC
   master_layout = register_buffer("master_layout", config_->make_layout(max_seq_length));
 }
 
-at::Tensor SparseSelfAttentionImpl::get_layout(int64_t L) const {
+int64_t SparseSelfAttentionImpl::num_blocks_for(int64_t L) const {
   const int64_t block = config_->block();
   TORCH_CHECK_VALUE(L > 0, "Sequence Length must be positive, got ", L);
   const int64_t nb = (L + block - 1) / block;
   TORCH_CHECK_VALUE(nb <= master_layout.size(1), "Sequence Length, ", L, ", is longer than max_seq_length ",
                     max_seq_length_, " of this SparseSelfAttention; construct it with max_seq_length >= ",
                     nb * block);
+  return nb;
+}
+
+at::Tensor SparseSelfAttentionImpl::get_layout(int64_t L) const {
+  const int64_t nb = num_blocks_for(L);
   return master_layout.slice(1, 0, nb).slice(2, 0, nb).to(at::kCPU, at::kLong);
 }
 
 std::shared_ptr<const LayoutTables> SparseSelfAttentionImpl::get_tables(int64_t L) {
-  at::Tensor layout = get_layout(L);
-  const int64_t nb = layout.size(1);
+  const int64_t nb = num_blocks_for(L);
   std::lock_guard<std::mutex> lock(mutex_);
   // A replaced or modified master layout (load_state_dict copies in place and bumps the version;
   // to(device) replaces the tensor) invalidates every cached table.
@@ -40,8 +44,8 @@ std::shared_ptr<const LayoutTables> SparseSelfAttentionImpl::get_tables(int64_t 
   }
   auto it = cache_.find(nb);
   if (it == cache_.end()) {
-    it = cache_.emplace(nb, std::make_shared<const LayoutTables>(LayoutTables::build(layout, config_->block())))
-             .first;
+    auto tables = std::make_shared<const LayoutTables>(LayoutTables::build(get_layout(L), config_->block()));
+    it = cache_.emplace(nb, std::move(tables)).first;
   }
   return it->second;
 }

@@ -59,6 +59,8 @@ class SparseSelfAttentionImpl : public torch::nn::Module {
   at::Tensor master_layout;  // int64 [heads, max_seq_length/block, max_seq_length/block]
 
  private:
+  int64_t num_blocks_for(int64_t L) const;  // ceil(L / block), checked against the master layout
+
   std::shared_ptr<const SparsityConfig> config_;
   MaskMode kp_mode_, attn_mode_;
   int64_t max_seq_length_;
