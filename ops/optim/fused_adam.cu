@@ -8,6 +8,17 @@
 namespace ds::optim_kernels {
 namespace {
 
+__device__ __forceinline__ void adam_element(const AdamParams& p, float g, float& w, float& m, float& v) {
+  g = g * p.grad_scale;
+  if (!p.adam_w_mode) g = g + p.weight_decay * w;  // L2: decay joins the gradient
+  m = p.beta1 * m + (1.f - p.beta1) * g;
+  v = p.beta2 * v + (1.f - p.beta2) * g * g;
+  const float denom = sqrtf(v / p.bias_correction2) + p.eps;
+  float update = (m / p.bias_correction1) / denom;
+  if (p.adam_w_mode) update = update + p.weight_decay * w;  // decoupled decay
+  w = w - p.lr * update;
+}
+
 // Lists: grad (GradT), master param (fp32), exp_avg (fp32), exp_avg_sq (fp32)[, model copy (ModelT)].
 template <typename GradT, typename ModelT, bool kCopy>
 struct AdamFunctor {
@@ -20,17 +31,26 @@ struct AdamFunctor {
     float* v = static_cast<float*>(ptrs[3]) + start;
     ModelT* out = nullptr;
     if constexpr (kCopy) out = static_cast<ModelT*>(ptrs[4]) + start;
-#pragma unroll 4
-    for (int64_t i = threadIdx.x; i < len; i += kBlockThreads) {
-      float gi = to_float(g[i]) * p.grad_scale;
-      float wi = w[i];
-      if (!p.adam_w_mode) gi = gi + p.weight_decay * wi;  // L2: decay joins the gradient
-      const float mi = p.beta1 * m[i] + (1.f - p.beta1) * gi;
-      const float vi = p.beta2 * v[i] + (1.f - p.beta2) * gi * gi;
-      const float denom = sqrtf(vi / p.bias_correction2) + p.eps;
-      float update = (mi / p.bias_correction1) / denom;
-      if (p.adam_w_mode) update = update + p.weight_decay * wi;  // decoupled decay
-      wi = wi - p.lr * update;
+    bool aligned = pack_aligned(g) && pack_aligned(w) && pack_aligned(m) && pack_aligned(v);
+    if constexpr (kCopy) aligned = aligned && pack_aligned(out);
+    const int64_t n_vec = aligned ? len / kILP * kILP : 0;
+    for (int64_t i = threadIdx.x * kILP; i < n_vec; i += kBlockThreads * kILP) {
+      const Pack<GradT> gp = load_pack(g + i);
+      Pack<float> wp = load_pack(w + i), mp = load_pack(m + i), vp = load_pack(v + i);
+      Pack<ModelT> op;
+#pragma unroll
+      for (int k = 0; k < kILP; ++k) {
+        adam_element(p, to_float(gp.v[k]), wp.v[k], mp.v[k], vp.v[k]);
+        if constexpr (kCopy) op.v[k] = from_float<ModelT>(wp.v[k]);
+      }
+      store_pack(w + i, wp);
+      store_pack(m + i, mp);
+      store_pack(v + i, vp);
+      if constexpr (kCopy) store_pack(out + i, op);
+    }
+    for (int64_t i = n_vec + threadIdx.x; i < len; i += kBlockThreads) {
+      float wi = w[i], mi = m[i], vi = v[i];
+      adam_element(p, to_float(g[i]), wi, mi, vi);
       w[i] = wi;
       m[i] = mi;
       v[i] = vi;

@@ -14,6 +14,12 @@ __device__ __forceinline__ float lamb_update(const LambParams& p, float m, float
   return m / denom + p.weight_decay * w;
 }
 
+__device__ __forceinline__ void lamb_moments(const LambParams& p, float g, float& m, float& v) {
+  g = g * p.grad_scale;
+  m = p.beta1 * m + (1.f - p.beta1) * g;
+  v = p.beta2 * v + (1.f - p.beta2) * g * g;
+}
+
 // Phase 1. Lists: grad (GradT), master param, exp_avg, exp_avg_sq (fp32).
 template <typename GradT>
 struct LambMomentsFunctor {
@@ -26,17 +32,30 @@ struct LambMomentsFunctor {
     float* m = static_cast<float*>(ptrs[2]) + start;
     float* v = static_cast<float*>(ptrs[3]) + start;
     float w_sq = 0.f, u_sq = 0.f;
-#pragma unroll 4
-    for (int64_t i = threadIdx.x; i < len; i += kBlockThreads) {
-      const float gi = to_float(g[i]) * p.grad_scale;
-      const float wi = w[i];
-      const float mi = p.beta1 * m[i] + (1.f - p.beta1) * gi;
-      const float vi = p.beta2 * v[i] + (1.f - p.beta2) * gi * gi;
+    const bool aligned = pack_aligned(g) && pack_aligned(w) && pack_aligned(m) && pack_aligned(v);
+    const int64_t n_vec = aligned ? len / kILP * kILP : 0;
+    for (int64_t i = threadIdx.x * kILP; i < n_vec; i += kBlockThreads * kILP) {
+      const Pack<GradT> gp = load_pack(g + i);
+      const Pack<float> wp = load_pack(w + i);
+      Pack<float> mp = load_pack(m + i), vp = load_pack(v + i);
+#pragma unroll
+      for (int k = 0; k < kILP; ++k) {
+        lamb_moments(p, to_float(gp.v[k]), mp.v[k], vp.v[k]);
+        const float u = lamb_update(p, mp.v[k], vp.v[k], wp.v[k]);
+        u_sq += u * u;
+        w_sq += wp.v[k] * wp.v[k];
+      }
+      store_pack(m + i, mp);
+      store_pack(v + i, vp);
+    }
+    for (int64_t i = n_vec + threadIdx.x; i < len; i += kBlockThreads) {
+      float mi = m[i], vi = v[i];
+      lamb_moments(p, to_float(g[i]), mi, vi);
       m[i] = mi;
       v[i] = vi;
-      const float u = lamb_update(p, mi, vi, wi);
+      const float u = lamb_update(p, mi, vi, w[i]);
       u_sq += u * u;
-      w_sq += wi * wi;
+      w_sq += w[i] * w[i];
     }
     __shared__ float shared[kBlockThreads / 32];
     w_sq = block_sum(w_sq, shared);
@@ -82,8 +101,22 @@ struct LambApplyFunctor {
     ModelT* out = nullptr;
     if constexpr (kCopy) out = static_cast<ModelT*>(ptrs[3]) + start;
     const float scaled_step = p.step_size * p.coeffs[tensor];
-#pragma unroll 4
-    for (int64_t i = threadIdx.x; i < len; i += kBlockThreads) {
+    bool aligned = pack_aligned(w) && pack_aligned(m) && pack_aligned(v);
+    if constexpr (kCopy) aligned = aligned && pack_aligned(out);
+    const int64_t n_vec = aligned ? len / kILP * kILP : 0;
+    for (int64_t i = threadIdx.x * kILP; i < n_vec; i += kBlockThreads * kILP) {
+      Pack<float> wp = load_pack(w + i);
+      const Pack<float> mp = load_pack(m + i), vp = load_pack(v + i);
+      Pack<ModelT> op;
+#pragma unroll
+      for (int k = 0; k < kILP; ++k) {
+        wp.v[k] = wp.v[k] - scaled_step * lamb_update(p, mp.v[k], vp.v[k], wp.v[k]);
+        if constexpr (kCopy) op.v[k] = from_float<ModelT>(wp.v[k]);
+      }
+      store_pack(w + i, wp);
+      if constexpr (kCopy) store_pack(out + i, op);
+    }
+    for (int64_t i = n_vec + threadIdx.x; i < len; i += kBlockThreads) {
       const float wi = w[i] - scaled_step * lamb_update(p, m[i], v[i], w[i]);
       w[i] = wi;
       if constexpr (kCopy) out[i] = from_float<ModelT>(wi);

@@ -17,15 +17,20 @@ struct GradStatsFunctor {
   __device__ void operator()(void* const* ptrs, int64_t start, int64_t len, int tensor, int chunk) const {
     const GradT* g = static_cast<const GradT*>(ptrs[0]) + start;
     float sq = 0.f, bad = 0.f;  // bad counts up to kChunkSize, exact in float
-#pragma unroll 4
-    for (int64_t i = threadIdx.x; i < len; i += kBlockThreads) {
-      const float x = to_float(g[i]);
+    auto add = [&](float x) {
       if (isfinite(x)) {
         sq += x * x;
       } else {
         bad += 1.f;
       }
+    };
+    const int64_t n_vec = pack_aligned(g) ? len / kILP * kILP : 0;
+    for (int64_t i = threadIdx.x * kILP; i < n_vec; i += kBlockThreads * kILP) {
+      const Pack<GradT> gp = load_pack(g + i);
+#pragma unroll
+      for (int k = 0; k < kILP; ++k) add(to_float(gp.v[k]));
     }
+    for (int64_t i = n_vec + threadIdx.x; i < len; i += kBlockThreads) add(to_float(g[i]));
     __shared__ float shared[kBlockThreads / 32];
     sq = block_sum(sq, shared);
     bad = block_sum(bad, shared);

@@ -16,6 +16,8 @@
 namespace ds::optim_kernels {
 
 constexpr int kBlockThreads = 512;  // 16 warps: enough loads in flight per SM at 64 Ki elements per block
+// Elements per thread per iteration on the vector path: 16-byte fp32 loads (8-byte for half types).
+constexpr int kILP = 4;
 
 // Tensors per launch by list depth: the largest counts whose table stays under the classic 4 KiB
 // kernel-argument limit together with a functor of up to 256 bytes (checked by static_assert).
@@ -103,6 +105,25 @@ void multi_tensor_apply(const TensorLists& lists, const F& f, cudaStream_t strea
     }
   }
   if (blocks > 0) launch();
+}
+
+// kILP consecutive elements, loaded and stored as one aligned vector.
+template <typename T>
+struct alignas(sizeof(T) * kILP) Pack {
+  T v[kILP];
+};
+
+template <typename T>
+__device__ __forceinline__ bool pack_aligned(const T* p) {
+  return reinterpret_cast<uintptr_t>(p) % (sizeof(T) * kILP) == 0;
+}
+template <typename T>
+__device__ __forceinline__ Pack<T> load_pack(const T* p) {
+  return *reinterpret_cast<const Pack<T>*>(p);
+}
+template <typename T>
+__device__ __forceinline__ void store_pack(T* p, const Pack<T>& v) {
+  *reinterpret_cast<Pack<T>*>(p) = v;
 }
 
 // Sum of one value per thread over the block (blockDim.x == kBlockThreads); every thread gets it.
