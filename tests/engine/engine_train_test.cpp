@@ -430,3 +430,25 @@ TEST(Engine, BuildsFromAConfigFileText) {
 }
 
 }  // namespace
+
+namespace {
+
+TEST(Engine, BuildsFromEveryRecipeConfig) {
+  int seen = 0;
+  for (const auto& entry : std::filesystem::directory_iterator(DS_CONFIGS_DIR)) {
+    const std::string name = entry.path().filename().string();
+    if (name.rfind("ds_", 0) != 0 || entry.path().extension() != ".json") continue;
+    ++seen;
+    SCOPED_TRACE(name);
+    const ds::DeepSpeedConfig c = ds::load_config(entry.path().string());
+    ds::test::TinyMLP m(6, 8, 3, 0.0);
+    ds::Engine e(m, c, ds::test::quiet_cpu());
+    EXPECT_EQ(e.model_dtype(), c.fp16.enabled ? torch::kHalf : c.bf16.enabled ? torch::kBFloat16 : torch::kFloat);
+    EXPECT_EQ(e.loss_scale(), c.fp16.dynamic() ? std::ldexp(1.0, c.fp16.initial_scale_power) : 1.0);
+    EXPECT_EQ(e.get_lr()[0], c.optimizer.lr);  // the recipe configs carry no scheduler section
+    EXPECT_EQ(e.is_gradient_accumulation_boundary(), c.gradient_accumulation_steps == 1);
+  }
+  EXPECT_GE(seen, 5);
+}
+
+}  // namespace
