@@ -140,6 +140,7 @@ struct SparseAttentionConfig {
   int num_local_blocks = 4;
   int num_global_blocks = 1;
   std::string attention = "bidirectional";   // "bidirectional" | "unidirectional"
+                                             // (local_sliding_window defaults to "unidirectional")
   bool horizontal_global_attention = false;
   int num_different_global_patterns = 1;
   // variable / bigbird
@@ -172,6 +173,8 @@ struct TransformerKernelConfig {
   double layer_norm_eps = 1e-12;
   int64_t local_rank = -1;
   int64_t seed = -1;
+  // In a whole config, fp16 / bf16 not written in the section follow fp16.enabled / bf16.enabled
+  // (bing_bert passes the engine's precision); written values must agree with them.
   bool fp16 = false;
   bool bf16 = false;
   bool pre_layer_norm = true;
@@ -191,6 +194,7 @@ struct DeepSpeedConfig {
   int64_t gradient_accumulation_steps = 0;
 
   int64_t steps_per_print = 10;     // DeepSpeed <= 0.15.1 default (HEAD: None = never)
+                                    // 0 = never: written as null in the file
   bool wall_clock_breakdown = false;
   bool memory_breakdown = false;
   bool dump_state = false;

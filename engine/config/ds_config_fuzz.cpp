@@ -3,13 +3,16 @@
 //  - no exception escapes parse_config_text; the section parsers throw nothing but ConfigError;
 //  - a rejected input has at least one error, and every error and warning has a message;
 //  - an accepted config round-trips: to_json_text parses back without errors to the same text.
+// The input is also tried as one section of a small valid config (see below).
 // Any violation aborts with the offending detail on stderr, which libFuzzer reports as a crash.
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <iostream>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "engine/config/ds_config.h"
 
@@ -62,10 +65,37 @@ void check_section(F parse, std::string_view text) {
 
 }  // namespace
 
-extern "C" int LLVMFuzzerInitialize(int*, char***) {
+// libFuzzer reads its flags after this hook, so arguments added here count as given. When the
+// fuzzer runs on corpus directories (./test.sh: `ds_config_fuzz build-asan/fuzz-corpus configs/`),
+// add the key dictionary (unless -dict= is given) and the seed configs of tests/config/fuzz_seeds/
+// as a last, read-only corpus: 60 s from configs/ alone never reach most schedulers and sparse
+// modes. Reproducing a crash (file arguments) is left untouched.
+extern "C" int LLVMFuzzerInitialize(int* argc, char*** argv) {
   // The section parsers print their warnings to std::cerr; mute that stream (not stderr itself, which
   // libFuzzer and fail() write to) so the fuzzer's output stays readable.
   std::cerr.rdbuf(nullptr);
+
+  static std::vector<std::string> extra;
+  static std::vector<char*> args;
+  bool has_dict = false, dirs_only = true, any_dir = false;
+  for (int i = 1; i < *argc; ++i) {
+    std::string a = (*argv)[i];
+    if (a.rfind("-dict=", 0) == 0) has_dict = true;
+    if (!a.empty() && a[0] == '-') continue;
+    if (std::filesystem::is_directory(a)) {
+      any_dir = true;
+    } else {
+      dirs_only = false;
+    }
+  }
+  if (!has_dict && std::filesystem::exists(DS_FUZZ_DICT)) extra.push_back(std::string("-dict=") + DS_FUZZ_DICT);
+  if (any_dir && dirs_only && std::filesystem::is_directory(DS_FUZZ_SEEDS)) extra.push_back(DS_FUZZ_SEEDS);
+  if (extra.empty()) return 0;
+  args.assign(*argv, *argv + *argc);
+  for (std::string& e : extra) args.push_back(e.data());
+  args.push_back(nullptr);
+  *argc = static_cast<int>(args.size()) - 1;
+  *argv = args.data();
   return 0;
 }
 
@@ -75,5 +105,11 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   check_config(text, 8);  // the batch triple resolves differently with more ranks
   check_section(ds::parse_sparse_attention_section, text);
   check_section(ds::parse_transformer_kernel_section, text);
+  // The same bytes as one section of an otherwise valid config, so mutations of a small object
+  // reach deep into a section (and its round trip) without first having to grow a whole file.
+  static const char* const kSections[] = {"optimizer", "scheduler", "sparse_attention", "transformer_kernel", "fp16"};
+  const std::string wrapped = std::string("{\"train_batch_size\": 8, \"") + kSections[size % 5] + "\": " +
+                              std::string(text) + "}";
+  check_config(wrapped, 1);
   return 0;
 }

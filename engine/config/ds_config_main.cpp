@@ -17,7 +17,8 @@ namespace {
 
 const char* kUsage =
     "usage: ds_config FILE [--world-size N]\n"
-    "  Validates a DeepSpeed JSON config and prints the resolved config as JSON.\n"
+    "  Validates a DeepSpeed JSON config (FILE - reads standard input) and prints the\n"
+    "  resolved config as JSON (every default filled in).\n"
     "  --world-size N  data-parallel world size used to resolve train_batch_size,\n"
     "                  train_micro_batch_size_per_gpu and gradient_accumulation_steps (default 1)\n"
     "  exit status: 0 valid, 2 invalid (problems on stderr, one per line)\n";

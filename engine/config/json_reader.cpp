@@ -134,19 +134,21 @@ std::string lower(std::string s) {
 }
 
 // Optimal-string-alignment distance: insertions, deletions, substitutions and transpositions of
-// neighbours ("Adma" -> "Adam") cost 1 each.
+// neighbours ("Adma" -> "Adam") cost 1 each. Three rolling rows.
 size_t edit_distance(const std::string& a, const std::string& b) {
-  const size_t n = a.size(), m = b.size();
-  std::vector<std::vector<size_t>> d(n + 1, std::vector<size_t>(m + 1));
-  for (size_t i = 0; i <= n; ++i) d[i][0] = i;
-  for (size_t j = 0; j <= m; ++j) d[0][j] = j;
-  for (size_t i = 1; i <= n; ++i) {
+  const size_t m = b.size();
+  std::vector<size_t> prev2(m + 1), prev(m + 1), cur(m + 1);
+  for (size_t j = 0; j <= m; ++j) prev[j] = j;
+  for (size_t i = 1; i <= a.size(); ++i) {
+    cur[0] = i;
     for (size_t j = 1; j <= m; ++j) {
-      d[i][j] = std::min({d[i - 1][j] + 1, d[i][j - 1] + 1, d[i - 1][j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1)});
-      if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1]) d[i][j] = std::min(d[i][j], d[i - 2][j - 2] + 1);
+      cur[j] = std::min({prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1)});
+      if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1]) cur[j] = std::min(cur[j], prev2[j - 2] + 1);
     }
+    std::swap(prev2, prev);
+    std::swap(prev, cur);
   }
-  return d[n][m];
+  return prev[m];
 }
 
 std::string truncate(std::string s, size_t n) {
@@ -223,17 +225,20 @@ std::string in_quotes(const std::string& s) { return "\"" + s + "\""; }
 std::string nearest(const std::string& key, const std::vector<std::string>& candidates) {
   const std::string k = lower(key);
   if (k.empty() || k.size() > 100) return "";  // no plausible typo of a config key
+  const size_t limit = std::max<size_t>(1, std::min<size_t>(3, k.size() / 4));
   std::string best;
-  size_t best_d = std::numeric_limits<size_t>::max();
+  size_t best_d = limit + 1;
   for (const std::string& c : candidates) {
+    // The distance is at least the difference in length: skip the computation when that is too far.
+    const size_t gap = c.size() > k.size() ? c.size() - k.size() : k.size() - c.size();
+    if (gap >= best_d) continue;
     size_t d = edit_distance(k, lower(c));
     if (d < best_d) {
       best_d = d;
       best = c;
     }
   }
-  const size_t limit = std::max<size_t>(1, std::min<size_t>(3, k.size() / 4));
-  if (!best.empty() && best_d <= limit) return best;
+  if (!best.empty()) return best;
   // A fragment of a longer key ("accumulation_steps" for "gradient_accumulation_steps").
   if (k.size() >= 5) {
     for (const std::string& c : candidates) {

@@ -151,6 +151,23 @@ TEST(ConfigErrors, Fp16AndBf16Together) {
   EXPECT_TRUE(HasError(r, "bfloat16", "give only one of \"bf16\" and its legacy alias \"bfloat16\""));
 }
 
+TEST(ConfigErrors, Fp16MasterWeightsNeedZero) {
+  EXPECT_TRUE(HasError(parse(with_batch(R"("fp16": {"enabled": true, "fp16_master_weights_and_grads": true})")),
+                       "fp16.fp16_master_weights_and_grads", "needs ZeRO stage 2"));
+  EXPECT_TRUE(parse(with_batch(R"("fp16": {"enabled": true, "fp16_master_weights_and_grads": false, "auto_cast": true})")).ok());
+}
+
+TEST(ConfigErrors, UnknownKeysInEverySection) {
+  ConfigParseResult r = parse(with_batch(
+      R"("fp16": {"x1": 1}, "bf16": {"x2": 1}, "optimizer": {"type": "Adam", "x3": 1}, "scheduler": {"type": "WarmupLR", "x4": 1},
+         "checkpoint": {"x5": 1}, "zero_optimization": {"x6": 1}, "tensorboard": {"x7": 1}, "csv_monitor": {"x8": 1},
+         "data_parallel": {"x9": 1}, "sparse_attention": {"x10": 1}, "transformer_kernel": {"enabled": false, "x11": 1})"));
+  const char* paths[] = {"fp16.x1", "bf16.x2", "optimizer.x3", "scheduler.x4", "checkpoint.x5", "zero_optimization.x6",
+                         "tensorboard.x7", "csv_monitor.x8", "data_parallel.x9", "sparse_attention.x10", "transformer_kernel.x11"};
+  for (const char* p : paths) EXPECT_TRUE(HasError(r, p, "unknown key")) << p;
+  EXPECT_EQ(r.errors.size(), std::size(paths)) << issues_text(r);
+}
+
 TEST(ConfigErrors, PrecisionSectionWithoutEnabledWarns) {
   ConfigParseResult r = parse(with_batch(R"("fp16": {"loss_scale": 0})"));
   EXPECT_TRUE(r.ok());

@@ -1,0 +1,90 @@
+// torch.ops.ds.* for the sparse attention ops (part of build/lib/libds_torch.so).
+//
+// The ops are registered without a dispatch key (CompositeImplicitAutograd): autograd flows through
+// the C++ autograd functions inside, so ds::sparse_attention, ds::blocksparse_matmul and
+// ds::blocksparse_softmax are differentiable from Python. They take the layout tensor and build its
+// LayoutTables per call (O(layout size), small next to the attention itself); C++ callers that run
+// one layout many times keep a LayoutTables (SparseSelfAttention does).
+#include <torch/library.h>
+#include <torch/torch.h>
+
+#include <string>
+
+#include "engine/config/ds_config.h"
+#include "sparse_attention/blocksparse.h"
+#include "sparse_attention/layout_tables.h"
+#include "sparse_attention/sparsity_config.h"
+
+namespace ds {
+namespace {
+
+at::Tensor opt(const c10::optional<at::Tensor>& t) { return t ? *t : at::Tensor(); }
+
+at::Tensor make_layout_op(const std::string& sparse_attention_json, int64_t num_heads, int64_t seq_len) {
+  SparseAttentionConfig config;
+  try {
+    config = parse_sparse_attention_section(sparse_attention_json);
+  } catch (const ConfigError& e) {
+    TORCH_CHECK_VALUE(false, "ds::make_layout: ", e.what());
+  }
+  return make_sparsity_config(config, num_heads)->make_layout(seq_len);
+}
+
+at::Tensor sparse_attention_op(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                               const at::Tensor& layout, int64_t block, c10::optional<double> scale,
+                               const c10::optional<at::Tensor>& rpe, const c10::optional<at::Tensor>& key_padding_mask,
+                               const c10::optional<at::Tensor>& attn_mask, const std::string& key_padding_mask_mode,
+                               const std::string& attn_mask_mode) {
+  AttentionOptions o;
+  if (scale) o.scale = *scale;
+  o.rpe = opt(rpe);
+  o.key_padding_mask = opt(key_padding_mask);
+  o.attn_mask = opt(attn_mask);
+  o.key_padding_mask_mode = parse_mask_mode(key_padding_mask_mode, "key_padding_mask_mode");
+  o.attn_mask_mode = parse_mask_mode(attn_mask_mode, "attn_mask_mode");
+  return sparse_attention(q, k, v, LayoutTables::build(layout, block), o);
+}
+
+at::Tensor blocksparse_matmul_op(const at::Tensor& a, const at::Tensor& b, const at::Tensor& layout, int64_t block,
+                                 const std::string& mode, bool trans_a, bool trans_b) {
+  const MatMulMode m = parse_matmul_mode(mode);
+  return blocksparse_matmul(a, b, LayoutTables::build(layout, block), m, trans_a, trans_b);
+}
+
+at::Tensor blocksparse_softmax_op(const at::Tensor& x, const at::Tensor& layout, int64_t block, double scale,
+                                  const c10::optional<at::Tensor>& rpe,
+                                  const c10::optional<at::Tensor>& key_padding_mask,
+                                  const c10::optional<at::Tensor>& attn_mask,
+                                  const std::string& key_padding_mask_mode, const std::string& attn_mask_mode) {
+  TORCH_CHECK_VALUE(layout.dim() == 3, "ds::blocksparse_softmax: layout must be 3-D [heads, rows, cols], got shape ",
+                    layout.sizes());
+  SoftmaxOptions o;
+  o.scale = scale;
+  o.rpe = opt(rpe);
+  o.key_padding_mask = opt(key_padding_mask);
+  o.attn_mask = opt(attn_mask);
+  o.key_padding_mask_mode = parse_mask_mode(key_padding_mask_mode, "key_padding_mask_mode");
+  o.attn_mask_mode = parse_mask_mode(attn_mask_mode, "attn_mask_mode");
+  return blocksparse_softmax(x, LayoutTables::build(layout, block), o);
+}
+
+}  // namespace
+}  // namespace ds
+
+TORCH_LIBRARY_FRAGMENT(ds, m) {
+  m.def("make_layout(str sparse_attention_json, int num_heads, int seq_len) -> Tensor", &ds::make_layout_op);
+  m.def(
+      "sparse_attention(Tensor q, Tensor k, Tensor v, Tensor layout, int block, float? scale=None, "
+      "Tensor? rpe=None, Tensor? key_padding_mask=None, Tensor? attn_mask=None, "
+      "str key_padding_mask_mode=\"add\", str attn_mask_mode=\"mul\") -> Tensor",
+      &ds::sparse_attention_op);
+  m.def(
+      "blocksparse_matmul(Tensor a, Tensor b, Tensor layout, int block, str mode, bool trans_a=False, "
+      "bool trans_b=False) -> Tensor",
+      &ds::blocksparse_matmul_op);
+  m.def(
+      "blocksparse_softmax(Tensor x, Tensor layout, int block, float scale=1.0, Tensor? rpe=None, "
+      "Tensor? key_padding_mask=None, Tensor? attn_mask=None, str key_padding_mask_mode=\"add\", "
+      "str attn_mask_mode=\"add\") -> Tensor",
+      &ds::blocksparse_softmax_op);
+}
