@@ -9,8 +9,11 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <cmath>
+#include <filesystem>
 #include <optional>
 #include <tuple>
 
@@ -382,6 +385,48 @@ TEST(DataParallelEngine, Fp16WithGradientAccumulationAgreesAcrossRanks) {
     EXPECT_FALSE(e.last_step_skipped());
     for (const auto& [name, w] : ds::test::named_masters(e)) EXPECT_TRUE(ds::test::same_on_all_ranks(world_comm(), w));
   }
+}
+
+TEST(DataParallelEngine, CheckpointWrittenByRankZeroResumesIdenticallyOnAllRanks) {
+  // One directory for all ranks (they share this machine's file system): named after rank 0's pid.
+  auto pid = torch::tensor({static_cast<int64_t>(::getpid())}, torch::kLong);
+  world_comm().broadcast(pid, 0);
+  const auto dir = std::filesystem::temp_directory_path() / ("dp_ckpt_" + std::to_string(pid.item<int64_t>()));
+  if (rank() == 0) std::filesystem::remove_all(dir);
+  world_comm().barrier();
+
+  const auto cfg = ds::test::dp_config(2, 2, world());
+  auto run_steps = [&](ds::Engine& e, ds::test::TinyMLP& m, int from, int to) {
+    for (int step = from; step < to; ++step) {
+      for (int k = 0; k < 2; ++k) {
+        auto [x, y] = rank_slice(step, k, 2, world(), rank(), 6, 3);
+        e.backward(ds::test::loss_of(e, m, x, y));
+        e.step();
+      }
+    }
+  };
+  torch::manual_seed(3);
+  ds::test::TinyMLP m(6, 16, 3, 0.0);
+  ds::Engine e(m, cfg, ds::test::cpu_options(mpi_reducer()));
+  run_steps(e, m, 0, 2);
+  e.save_checkpoint(dir.string());   // rank 0 writes, everyone meets at the barrier
+  EXPECT_TRUE(std::filesystem::exists(dir / "latest"));
+  run_steps(e, m, 2, 4);
+  const auto expected = ds::test::named_masters(e);
+
+  torch::manual_seed(99 + rank());   // different weights on every rank, replaced by the checkpoint
+  ds::test::TinyMLP m2(6, 16, 3, 0.0);
+  ds::Engine e2(m2, cfg, ds::test::cpu_options(mpi_reducer()));
+  e2.load_checkpoint(dir.string());
+  EXPECT_EQ(e2.global_steps(), 2);
+  run_steps(e2, m2, 2, 4);
+  const auto resumed = ds::test::named_masters(e2);
+  for (size_t i = 0; i < resumed.size(); ++i) {
+    EXPECT_TRUE(torch::equal(resumed[i].second, expected[i].second)) << resumed[i].first;
+    EXPECT_TRUE(ds::test::same_on_all_ranks(world_comm(), resumed[i].second)) << resumed[i].first;
+  }
+  world_comm().barrier();
+  if (rank() == 0) std::filesystem::remove_all(dir);
 }
 
 }  // namespace
