@@ -141,6 +141,15 @@ void check_layer_inputs(const at::Tensor& input, const at::Tensor& mask, const L
   }
 }
 
+void check_precision(const DeepSpeedTransformerConfig& c, at::ScalarType dt, const char* who) {
+  TORCH_CHECK(!c.fp16 || dt == at::kHalf, who, ": config.fp16 is true but hidden_states is ", dt,
+              "; convert the layer and its input to float16 or set fp16 false");
+  TORCH_CHECK(!c.bf16 || dt == at::kBFloat16, who, ": config.bf16 is true but hidden_states is ", dt,
+              "; convert the layer and its input to bfloat16 or set bf16 false");
+  TORCH_CHECK(c.fp16 || c.bf16 || dt == at::kFloat || dt == at::kDouble, who, ": hidden_states is ", dt,
+              " but config.fp16 and config.bf16 are false; set the matching flag or use float32");
+}
+
 at::Tensor layer_forward(const at::Tensor& input, const at::Tensor& mask, const LayerWeights& w,
                          const LayerSpec& spec, DropoutStream rng, SavedActivations* keep) {
   const bool pre = spec.pre_layer_norm;

@@ -108,6 +108,10 @@ struct LayerGrads {
 // input: [B, S, H]; mask: additive [B, 1, 1, S] or undefined.
 void check_layer_inputs(const at::Tensor& input, const at::Tensor& mask, const LayerWeights& w, const LayerSpec& spec);
 
+// The input dtype the config's precision flags allow: float16 with fp16, bfloat16 with bf16, else
+// float32 (or float64, for reference tests). `who` starts the message.
+void check_precision(const DeepSpeedTransformerConfig& c, at::ScalarType dtype, const char* who);
+
 // keep == nullptr: inference or no-grad, nothing kept. Otherwise fills *keep per the flags.
 at::Tensor layer_forward(const at::Tensor& input, const at::Tensor& mask, const LayerWeights& w,
                          const LayerSpec& spec, DropoutStream rng, SavedActivations* keep);

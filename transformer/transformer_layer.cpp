@@ -100,14 +100,7 @@ torch::Tensor DeepSpeedTransformerLayerImpl::forward(const torch::Tensor& hidden
   TORCH_CHECK(hidden_states.defined() && hidden_states.dim() == 3 && hidden_states.size(2) == config_.hidden_size,
               "DeepSpeedTransformerLayer: hidden_states must be [B, S, ", config_.hidden_size, "], got ",
               hidden_states.defined() ? hidden_states.sizes() : at::IntArrayRef{});
-  const auto dt = hidden_states.scalar_type();
-  TORCH_CHECK(!config_.fp16 || dt == torch::kHalf, "DeepSpeedTransformerLayer: config.fp16 is true but hidden_states is ",
-              dt, "; convert the layer and its input to float16 (->to(torch::kHalf)) or set fp16 false");
-  TORCH_CHECK(!config_.bf16 || dt == torch::kBFloat16, "DeepSpeedTransformerLayer: config.bf16 is true but hidden_states is ",
-              dt, "; convert the layer and its input to bfloat16 or set bf16 false");
-  TORCH_CHECK(config_.fp16 || config_.bf16 || dt == torch::kFloat || dt == torch::kDouble,
-              "DeepSpeedTransformerLayer: hidden_states is ", dt, " but config.fp16 and config.bf16 are false; "
-              "set the matching flag or use float32");
+  transformer::check_precision(config_, hidden_states.scalar_type(), "DeepSpeedTransformerLayer");
   const bool training = is_training();
   const transformer::LayerSpec spec = transformer::LayerSpec::from_config(config_, training);
   const transformer::DropoutStream rng{seed_, offset_};
