@@ -17,10 +17,10 @@ using nn::LayerNormOutput;
 bool is_reduced(at::ScalarType t) { return t == at::kHalf || t == at::kBFloat16; }
 
 // a·b (batched) times alpha, rounded once to a's dtype: a GEMM with fp32 accumulation and the
-// scale in its epilogue, as cuBLAS runs it. ATen 1.13 has no CPU GEMM for fp16, so the CPU path
-// computes half types in fp32.
+// scale in its epilogue, as cuBLAS runs it. ATen 1.13 has no CPU GEMM for fp16, so on the CPU half
+// types are computed in fp32 (the same result: one rounding of an fp32-accumulated product).
 at::Tensor gemm(const at::Tensor& a, const at::Tensor& b, double alpha = 1.0) {
-  if (is_reduced(a.scalar_type())) {
+  if (a.is_cpu() && is_reduced(a.scalar_type())) {
     auto r = at::matmul(a.to(at::kFloat), b.to(at::kFloat));
     if (alpha != 1.0) r.mul_(alpha);
     return r.to(a.scalar_type());
@@ -60,7 +60,8 @@ const char* LayerWeights::name(int i) {
 }
 
 std::vector<at::Tensor> LayerWeights::list() const {
-  return {attn_qkvw, attn_qkvb, attn_ow, attn_ob, attn_nw, attn_nb, inter_w, inter_b, output_w, output_b, norm_w, norm_b};
+  return {attn_qkvw, attn_qkvb, attn_ow,  attn_ob,  attn_nw, attn_nb,
+          inter_w,   inter_b,   output_w, output_b, norm_w,  norm_b};
 }
 
 LayerWeights LayerWeights::from_list(const std::vector<at::Tensor>& t) {
@@ -134,8 +135,9 @@ void check_layer_inputs(const at::Tensor& input, const at::Tensor& mask, const L
   if (mask.defined()) {
     TORCH_CHECK(mask.is_floating_point(), "transformer layer: attention_mask must be an additive float mask, got ",
                 mask.scalar_type());
-    TORCH_CHECK(mask.sizes() == at::IntArrayRef({b, 1, 1, s}), "transformer layer: attention_mask must be [B, 1, 1, S] = [",
-                b, ", 1, 1, ", s, "] (additive, e.g. (1 - m) * -10000), got ", mask.sizes());
+    TORCH_CHECK(mask.sizes() == at::IntArrayRef({b, 1, 1, s}),
+                "transformer layer: attention_mask must be [B, 1, 1, S] = [", b, ", 1, 1, ", s,
+                "] (additive, e.g. (1 - m) * -10000), got ", mask.sizes());
     TORCH_CHECK(mask.device() == input.device(), "transformer layer: attention_mask is on ", mask.device(),
                 " but hidden_states is on ", input.device());
   }

@@ -13,6 +13,16 @@
 //           inp_norm = ff1_inp + dropout(ff2_inp·output_wᵀ + output_b);  out = LN(inp_norm; norm_w, norm_b)
 // Dropout sites of one call: attention probabilities, attention output, layer output; site k draws
 // from Philox stream (seed, offset + k) (ops/nn/dropout.h).
+//
+// Where the CUDA path (transformer kernel part 2, issue 12) plugs in:
+//  - layer_forward/layer_backward are compositions of the ops/nn functions and ATen GEMMs; each ops/nn
+//    function dispatches on its tensors' device, so once those get CUDA kernels this composition
+//    runs on the GPU unchanged (the "CPU-path composition on the GPU" of the benchmark).
+//  - A fused path for CUDA tensors can replace the bodies (dispatch on input.is_cuda() at the top of
+//    each) as long as it keeps this header's contract: the same SavedActivations fields per flag (the
+//    saved-bytes test and tool read them back from the autograd node), masks bit-packed in
+//    ops/nn/philox.h's layout, and site k of a call drawing from (seed, offset + k), so GPU and CPU
+//    results can be compared with dropout on.
 #pragma once
 
 #include <ATen/ATen.h>
@@ -58,7 +68,7 @@ struct LayerSpec {
   bool attn_dropout_checkpoint = false;
   bool normalize_invertible = false;
   bool gelu_checkpoint = false;
-  bool stochastic_mode = false;     // accepted; the CPU path is deterministic either way
+  bool stochastic_mode = false;  // accepted; the CPU path is deterministic either way
 
   static LayerSpec from_config(const DeepSpeedTransformerConfig& c, bool training);
   bool has_dropout() const { return attn_dropout_ratio > 0 || hidden_dropout_ratio > 0; }
@@ -88,10 +98,10 @@ struct SavedActivations {
   at::Tensor attn_prob_dropout_mask;     // bit-packed, B*heads*S*S bits
   at::Tensor attn_output_dropout_mask;   // bit-packed, B*S*H bits
   at::Tensor layer_output_dropout_mask;  // bit-packed, B*S*H bits
-  at::Tensor attn_layer_norm_mean;  // [B*S] LN with attn_nw (not with normalize_invertible)
-  at::Tensor attn_layer_norm_var;   // [B*S] includes eps
-  at::Tensor layer_norm_mean;       // [B*S] LN with norm_w (not with normalize_invertible)
-  at::Tensor layer_norm_var;        // [B*S]
+  at::Tensor attn_layer_norm_mean;       // [B*S] LN with attn_nw (not with normalize_invertible)
+  at::Tensor attn_layer_norm_var;        // [B*S] includes eps
+  at::Tensor layer_norm_mean;            // [B*S] LN with norm_w (not with normalize_invertible)
+  at::Tensor layer_norm_var;             // [B*S]
 
   static constexpr int kCount = 18;
   static const char* name(int i);
@@ -113,8 +123,8 @@ void check_layer_inputs(const at::Tensor& input, const at::Tensor& mask, const L
 void check_precision(const DeepSpeedTransformerConfig& c, at::ScalarType dtype, const char* who);
 
 // keep == nullptr: inference or no-grad, nothing kept. Otherwise fills *keep per the flags.
-at::Tensor layer_forward(const at::Tensor& input, const at::Tensor& mask, const LayerWeights& w,
-                         const LayerSpec& spec, DropoutStream rng, SavedActivations* keep);
+at::Tensor layer_forward(const at::Tensor& input, const at::Tensor& mask, const LayerWeights& w, const LayerSpec& spec,
+                         DropoutStream rng, SavedActivations* keep);
 
 // Gradients of the input and the 12 parameters from grad_output [B,S,H] and what forward kept.
 LayerGrads layer_backward(const at::Tensor& grad_output, const LayerWeights& w, const LayerSpec& spec,

@@ -1,6 +1,9 @@
 // How much one layer keeps for backward, measured: build a layer, run one training forward with
 // grad on, and read back what its autograd node holds (saved_for_backward, transformer_function.h).
 // Used by the saved-bytes test and the transformer_saved_bytes tool.
+// Per layer: in a stack, a tensor two layers keep is counted in both. That happens only for post-LN
+// with normalize_invertible, whose kept output is the next layer's kept input, so there the stack's
+// real saving is one more [B, S, H] per layer than the per-layer figure shows.
 #pragma once
 
 #include <ATen/ATen.h>

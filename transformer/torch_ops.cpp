@@ -14,7 +14,7 @@
 #include <torch/torch.h>
 
 #include <stdexcept>
-#include <string>
+#include <string_view>
 
 #include "engine/config/ds_config.h"
 #include "transformer/transformer_config.h"
@@ -27,19 +27,22 @@ uint64_t draw_u64() {
 }
 
 at::Tensor transformer_layer_op(const at::Tensor& input, const at::Tensor& attention_mask, at::TensorList params,
-                                std::string config_json, bool training) {
+                                c10::string_view config_json, bool training) {
   ds::DeepSpeedTransformerConfig cfg;
   try {
-    cfg = ds::DeepSpeedTransformerConfig::from_kernel_config(ds::parse_transformer_kernel_section(config_json));
+    const std::string_view text(config_json.data(), config_json.size());
+    cfg = ds::DeepSpeedTransformerConfig::from_kernel_config(ds::parse_transformer_kernel_section(text));
     cfg.validate("transformer_kernel");
   } catch (const std::exception& e) {
     TORCH_CHECK(false, "ds::transformer_layer: config_json: ", e.what());
   }
   TORCH_CHECK(input.dim() == 3 && input.size(2) == cfg.hidden_size, "ds::transformer_layer: input must be [B, S, ",
               cfg.hidden_size, "] (config hidden_size), got ", input.sizes());
-  TORCH_CHECK(params.size() == ds::transformer::LayerWeights::kCount, "ds::transformer_layer: params must hold 12 "
+  TORCH_CHECK(params.size() == ds::transformer::LayerWeights::kCount,
+              "ds::transformer_layer: params must hold 12 "
               "tensors (attn_qkvw, attn_qkvb, attn_ow, attn_ob, attn_nw, attn_nb, inter_w, inter_b, output_w, "
-              "output_b, norm_w, norm_b), got ", params.size());
+              "output_b, norm_w, norm_b), got ",
+              params.size());
   TORCH_CHECK(params[6].dim() == 2 && params[6].size(0) == cfg.resolved_intermediate_size(),
               "ds::transformer_layer: inter_w must be [", cfg.resolved_intermediate_size(), ", ", cfg.hidden_size,
               "] (config intermediate_size), got ", params[6].sizes());
@@ -58,6 +61,8 @@ at::Tensor transformer_layer_op(const at::Tensor& input, const at::Tensor& atten
 }  // namespace
 
 TORCH_LIBRARY_FRAGMENT(ds, m) {
-  m.def("transformer_layer(Tensor input, Tensor attention_mask, Tensor[] params, str config_json, bool training) -> Tensor",
-        &transformer_layer_op);
+  m.def(
+      "transformer_layer(Tensor input, Tensor attention_mask, Tensor[] params, str config_json, bool training) -> "
+      "Tensor",
+      &transformer_layer_op);
 }

@@ -52,12 +52,14 @@ DeepSpeedTransformerConfig DeepSpeedTransformerConfig::from_kernel_config(const 
 
 void DeepSpeedTransformerConfig::validate(const std::string& where) const {
   if (hidden_size <= 0)
-    fail(where, "hidden_size", "must be > 0, got " + std::to_string(hidden_size) + "; set it to the model's hidden size");
+    fail(where, "hidden_size",
+         "must be > 0, got " + std::to_string(hidden_size) + "; set it to the model's hidden size");
   if (heads <= 0)
     fail(where, "heads", "must be > 0, got " + std::to_string(heads) + "; set it to the number of attention heads");
   if (hidden_size % heads != 0)
-    fail(where, "hidden_size", std::to_string(hidden_size) + " is not divisible by heads (" + std::to_string(heads) +
-                                   "); the head size hidden_size / heads must be a whole number");
+    fail(where, "hidden_size",
+         std::to_string(hidden_size) + " is not divisible by heads (" + std::to_string(heads) +
+             "); the head size hidden_size / heads must be a whole number");
   check_ratio(where, "attn_dropout_ratio", attn_dropout_ratio);
   check_ratio(where, "hidden_dropout_ratio", hidden_dropout_ratio);
   if (!(layer_norm_eps >= 0.0) || !std::isfinite(layer_norm_eps)) {
@@ -65,8 +67,7 @@ void DeepSpeedTransformerConfig::validate(const std::string& where) const {
     m << "must be a finite value >= 0, got " << layer_norm_eps;
     fail(where, "layer_norm_eps", m.str());
   }
-  if (fp16 && bf16)
-    fail(where, "fp16", "fp16 and bf16 are both true; choose one precision (or neither for fp32)");
+  if (fp16 && bf16) fail(where, "fp16", "fp16 and bf16 are both true; choose one precision (or neither for fp32)");
 }
 
 void DeepSpeedTransformerConfig::validate_for_init(const std::string& where) const {
@@ -79,8 +80,8 @@ void DeepSpeedTransformerConfig::validate_for_init(const std::string& where) con
   if (adjust_init_range && num_hidden_layers <= 0)
     fail(where, "num_hidden_layers",
          "must be > 0 when adjust_init_range is true (the output-projection init std is divided by "
-         "sqrt(2 * num_hidden_layers)), got " + std::to_string(num_hidden_layers) +
-             "; set it or turn adjust_init_range off");
+         "sqrt(2 * num_hidden_layers)), got " +
+             std::to_string(num_hidden_layers) + "; set it or turn adjust_init_range off");
 }
 
 double DeepSpeedTransformerConfig::output_init_std() const {

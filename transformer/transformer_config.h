@@ -26,17 +26,17 @@ struct TransformerKernelConfig;
 struct DeepSpeedTransformerConfig {
   int64_t batch_size = -1;
   int64_t hidden_size = -1;
-  int64_t intermediate_size = -1;   // <= 0 -> 4 * hidden_size
+  int64_t intermediate_size = -1;  // <= 0 -> 4 * hidden_size
   int64_t heads = -1;
-  double attn_dropout_ratio = -1;   // dropout on attention probabilities
-  double hidden_dropout_ratio = -1; // dropout on both sublayer outputs, before the residual add
-  int64_t num_hidden_layers = -1;   // only for the init std of the output projections
-  double initializer_range = -1;    // std of the weight init
+  double attn_dropout_ratio = -1;    // dropout on attention probabilities
+  double hidden_dropout_ratio = -1;  // dropout on both sublayer outputs, before the residual add
+  int64_t num_hidden_layers = -1;    // only for the init std of the output projections
+  double initializer_range = -1;     // std of the weight init
   double layer_norm_eps = 1e-12;
   int64_t local_rank = -1;
-  int64_t seed = -1;                // dropout seed; < 0: drawn from Torch's default generator
+  int64_t seed = -1;  // dropout seed; < 0: drawn from Torch's default generator
   bool fp16 = false;
-  bool bf16 = false;                // ours: DeepSpeed's kernel has fp16 and fp32 only
+  bool bf16 = false;  // ours: DeepSpeed's kernel has fp16 and fp32 only
   bool pre_layer_norm = true;
   bool normalize_invertible = false;
   bool gelu_checkpoint = false;

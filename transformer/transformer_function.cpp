@@ -48,8 +48,8 @@ struct TransformerFunction : public torch::autograd::Function<TransformerFunctio
                             const at::Tensor& inter_w, const at::Tensor& inter_b, const at::Tensor& output_w,
                             const at::Tensor& output_b, const at::Tensor& norm_w, const at::Tensor& norm_b,
                             const LayerSpec& spec, DropoutStream rng, bool training) {
-    const LayerWeights w{attn_qkvw, attn_qkvb, attn_ow, attn_ob, attn_nw, attn_nb,
-                         inter_w,   inter_b,   output_w, output_b, norm_w, norm_b};
+    const LayerWeights w{attn_qkvw, attn_qkvb, attn_ow,  attn_ob,  attn_nw, attn_nb,
+                         inter_w,   inter_b,   output_w, output_b, norm_w,  norm_b};
     ctx->saved_data[kTraining] = training;
     const at::Tensor m = mask.value_or(at::Tensor());
     if (!training) return layer_forward(input, m, w, spec, rng, nullptr);
@@ -69,8 +69,8 @@ struct TransformerFunction : public torch::autograd::Function<TransformerFunctio
                 "backward. Call train() on the layer before the forward whose gradient you need");
     const auto saved = ctx->get_saved_variables();
     const SavedActivations sv = SavedActivations::from_list(saved);
-    const LayerWeights w = LayerWeights::from_list(
-        std::vector<at::Tensor>(saved.begin() + SavedActivations::kCount, saved.end()));
+    const LayerWeights w =
+        LayerWeights::from_list(std::vector<at::Tensor>(saved.begin() + SavedActivations::kCount, saved.end()));
     LayerGrads g = layer_backward(grad_outputs[0], w, get_spec(ctx), sv);
     variable_list out{g.input, at::Tensor()};  // no gradient for the additive mask (as DeepSpeed)
     for (const auto& p : g.params.list()) out.push_back(p);
@@ -88,7 +88,8 @@ at::Tensor transformer_layer_apply(const at::Tensor& input, const at::Tensor& ma
   for (const auto& p : w.list()) needs_graph = needs_graph || p.requires_grad();
   needs_graph = needs_graph && at::GradMode::is_enabled();
   if (!needs_graph) return layer_forward(input, mask, w, spec, rng, nullptr);
-  return TransformerFunction::apply(input, mask.defined() ? c10::optional<at::Tensor>(mask) : c10::nullopt, w.attn_qkvw, w.attn_qkvb, w.attn_ow, w.attn_ob, w.attn_nw, w.attn_nb,
+  const c10::optional<at::Tensor> m = mask.defined() ? c10::optional<at::Tensor>(mask) : c10::nullopt;
+  return TransformerFunction::apply(input, m, w.attn_qkvw, w.attn_qkvb, w.attn_ow, w.attn_ob, w.attn_nw, w.attn_nb,
                                     w.inter_w, w.inter_b, w.output_w, w.output_b, w.norm_w, w.norm_b, spec, rng,
                                     training);
 }

@@ -21,10 +21,10 @@ at::Tensor transformer_layer_apply(const at::Tensor& input, const at::Tensor& ma
                                    const LayerSpec& spec, DropoutStream rng, bool training);
 
 struct SavedTensor {
-  std::string name;            // SavedActivations' field name
+  std::string name;  // SavedActivations' field name
   std::vector<int64_t> sizes;
   at::ScalarType dtype;
-  int64_t bytes;               // bytes of its storage; 0 when it shares one counted before
+  int64_t bytes;  // bytes of its storage; 0 when it shares one counted before
 };
 
 // What the layer's autograd node holds for backward, read back from the node itself

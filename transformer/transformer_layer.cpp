@@ -30,9 +30,10 @@ DeepSpeedTransformerLayerImpl::DeepSpeedTransformerLayerImpl(const DeepSpeedTran
   } else {
     take_initial(initial_weights, initial_biases);
   }
-  seed_ = config_.seed >= 0 ? static_cast<uint64_t>(config_.seed)
-                            : static_cast<uint64_t>(torch::randint(std::numeric_limits<int64_t>::max(), {1},
-                                                                   torch::kLong).item<int64_t>());
+  seed_ = config_.seed >= 0
+              ? static_cast<uint64_t>(config_.seed)
+              : static_cast<uint64_t>(
+                    torch::randint(std::numeric_limits<int64_t>::max(), {1}, torch::kLong).item<int64_t>());
   offset_ = static_cast<uint64_t>(layer_id_) << 32;
 }
 
@@ -60,13 +61,14 @@ void DeepSpeedTransformerLayerImpl::take_initial(const std::vector<torch::Tensor
   TORCH_CHECK(w.size() == 8 && b.size() == 8,
               "DeepSpeedTransformerLayer: initial_weights and initial_biases must hold 8 tensors each "
               "([Wq, Wk, Wv, Wo, attn_nw, inter_w, output_w, norm_w] and [bq, bk, bv, bo, attn_nb, inter_b, "
-              "output_b, norm_b]), got ", w.size(), " and ", b.size());
+              "output_b, norm_b]), got ",
+              w.size(), " and ", b.size());
   const int64_t h = config_.hidden_size, i = config_.resolved_intermediate_size();
-  const char* wn[8] = {"initial_weights[0] (Wq)", "initial_weights[1] (Wk)", "initial_weights[2] (Wv)",
-                       "initial_weights[3] (Wo)", "initial_weights[4] (attn_nw)", "initial_weights[5] (inter_w)",
+  const char* wn[8] = {"initial_weights[0] (Wq)",       "initial_weights[1] (Wk)",      "initial_weights[2] (Wv)",
+                       "initial_weights[3] (Wo)",       "initial_weights[4] (attn_nw)", "initial_weights[5] (inter_w)",
                        "initial_weights[6] (output_w)", "initial_weights[7] (norm_w)"};
-  const char* bn[8] = {"initial_biases[0] (bq)", "initial_biases[1] (bk)", "initial_biases[2] (bv)",
-                       "initial_biases[3] (bo)", "initial_biases[4] (attn_nb)", "initial_biases[5] (inter_b)",
+  const char* bn[8] = {"initial_biases[0] (bq)",       "initial_biases[1] (bk)",      "initial_biases[2] (bv)",
+                       "initial_biases[3] (bo)",       "initial_biases[4] (attn_nb)", "initial_biases[5] (inter_b)",
                        "initial_biases[6] (output_b)", "initial_biases[7] (norm_b)"};
   const std::vector<std::vector<int64_t>> ws = {{h, h}, {h, h}, {h, h}, {h, h}, {h}, {i, h}, {h, i}, {h}};
   const std::vector<std::vector<int64_t>> bs = {{h}, {h}, {h}, {h}, {h}, {i}, {h}, {h}};
@@ -91,8 +93,8 @@ void DeepSpeedTransformerLayerImpl::take_initial(const std::vector<torch::Tensor
 }
 
 transformer::LayerWeights DeepSpeedTransformerLayerImpl::weights() const {
-  return {attn_qkvw, attn_qkvb, attn_ow, attn_ob, attn_nw, attn_nb,
-          inter_w,   inter_b,   output_w, output_b, norm_w, norm_b};
+  return {attn_qkvw, attn_qkvb, attn_ow,  attn_ob,  attn_nw, attn_nb,
+          inter_w,   inter_b,   output_w, output_b, norm_w,  norm_b};
 }
 
 torch::Tensor DeepSpeedTransformerLayerImpl::forward(const torch::Tensor& hidden_states,

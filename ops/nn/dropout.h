@@ -20,8 +20,7 @@ struct DropoutOutput {
 int64_t dropout_mask_bytes(int64_t numel);
 
 // The packed keep mask of `numel` elements of stream (seed, offset). ratio in [0, 1).
-at::Tensor dropout_make_mask(int64_t numel, double ratio, uint64_t seed, uint64_t offset,
-                             at::Device device = at::kCPU);
+at::Tensor dropout_make_mask(int64_t numel, double ratio, uint64_t seed, uint64_t offset, at::Device device = at::kCPU);
 
 // A packed mask as bool, shaped `sizes` (tests and the CPU path; never kept for backward).
 at::Tensor dropout_mask_unpack(const at::Tensor& mask, at::IntArrayRef sizes);

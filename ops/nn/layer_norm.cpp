@@ -16,8 +16,8 @@ int64_t hidden_of(const at::Tensor& x, const at::Tensor& gamma, const char* op) 
 }
 
 void check_stat(const at::Tensor& s, int64_t rows, const char* op, const char* name) {
-  TORCH_CHECK(s.defined() && s.numel() == rows, op, ": ", name, " must hold one value per row (", rows,
-              "), got ", s.defined() ? s.sizes() : at::IntArrayRef{});
+  TORCH_CHECK(s.defined() && s.numel() == rows, op, ": ", name, " must hold one value per row (", rows, "), got ",
+              s.defined() ? s.sizes() : at::IntArrayRef{});
 }
 
 // Shared tail of both backward forms. xhat: [rows, H] acc; rstd: [rows] acc.
@@ -44,8 +44,8 @@ void check_backward_args(const at::Tensor& grad_y, const at::Tensor& ref, const 
   detail::check_device(grad_residual, op, "grad_residual");
   TORCH_CHECK(grad_y.sizes() == ref.sizes(), op, ": grad_y must have ", ref_name, "'s shape ", ref.sizes(), ", got ",
               grad_y.sizes());
-  TORCH_CHECK(!grad_residual.defined() || grad_residual.sizes() == ref.sizes(), op,
-              ": grad_residual must have shape ", ref.sizes(), ", got ", grad_residual.sizes());
+  TORCH_CHECK(!grad_residual.defined() || grad_residual.sizes() == ref.sizes(), op, ": grad_residual must have shape ",
+              ref.sizes(), ", got ", grad_residual.sizes());
 }
 
 }  // namespace
@@ -56,7 +56,8 @@ void check_invertible_gamma(const at::Tensor& gamma, const char* what) {
   if (n == 0) return;
   const int64_t first = zeros.nonzero().flatten()[0].item<int64_t>();
   TORCH_CHECK(false, "normalize_invertible: ", what, " has ", n, " zero entr", (n == 1 ? "y" : "ies"),
-              " (first at index ", first, "); the invertible LayerNorm backward divides by it. "
+              " (first at index ", first,
+              "); the invertible LayerNorm backward divides by it. "
               "Turn normalize_invertible off or keep the LayerNorm weights non-zero");
 }
 

@@ -29,8 +29,7 @@ LayerNormOutput layer_norm_forward(const at::Tensor& x, const at::Tensor& gamma,
 // grad_residual (optional, shaped like x) is added to grad_x: the residual branch that meets the
 // LayerNorm input (DeepSpeed's BackwardFusedAdd).
 LayerNormGrads layer_norm_backward(const at::Tensor& grad_y, const at::Tensor& x, const at::Tensor& gamma,
-                                   const at::Tensor& mean, const at::Tensor& var,
-                                   const at::Tensor& grad_residual = {});
+                                   const at::Tensor& mean, const at::Tensor& var, const at::Tensor& grad_residual = {});
 
 // The same gradients from the output y, gamma, beta and var (no input, no mean).
 LayerNormGrads layer_norm_backward_invertible(const at::Tensor& grad_y, const at::Tensor& y, const at::Tensor& gamma,

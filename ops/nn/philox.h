@@ -32,7 +32,7 @@ struct Philox4x32 {
 };
 
 namespace philox_detail {
-constexpr uint32_t kMul0 = 0xD2511F53u;   // round multipliers from the paper (Table 2)
+constexpr uint32_t kMul0 = 0xD2511F53u;  // round multipliers from the paper (Table 2)
 constexpr uint32_t kMul1 = 0xCD9E8D57u;
 constexpr uint32_t kWeyl0 = 0x9E3779B9u;  // key schedule: golden ratio, sqrt(3) - 1
 constexpr uint32_t kWeyl1 = 0xBB67AE85u;
@@ -74,15 +74,13 @@ DS_PHILOX_HD Philox4x32 philox4x32_10(Philox4x32 counter, uint32_t k0, uint32_t 
 
 // The four 32-bit draws of elements 4*block .. 4*block+3 of stream (seed, offset).
 DS_PHILOX_HD Philox4x32 philox_block(uint64_t seed, uint64_t offset, uint64_t block) {
-  const Philox4x32 ctr{{static_cast<uint32_t>(block), static_cast<uint32_t>(block >> 32),
-                        static_cast<uint32_t>(offset), static_cast<uint32_t>(offset >> 32)}};
+  const Philox4x32 ctr{{static_cast<uint32_t>(block), static_cast<uint32_t>(block >> 32), static_cast<uint32_t>(offset),
+                        static_cast<uint32_t>(offset >> 32)}};
   return philox4x32_10(ctr, static_cast<uint32_t>(seed), static_cast<uint32_t>(seed >> 32));
 }
 
 // (0, 1]: 24 random bits, so the float is exact and host and device agree bit for bit.
-DS_PHILOX_HD float philox_uniform(uint32_t bits) {
-  return static_cast<float>((bits >> 8) + 1u) * (1.0f / 16777216.0f);
-}
+DS_PHILOX_HD float philox_uniform(uint32_t bits) { return static_cast<float>((bits >> 8) + 1u) * (1.0f / 16777216.0f); }
 
 DS_PHILOX_HD bool dropout_keep(uint32_t bits, float ratio) { return philox_uniform(bits) > ratio; }
 

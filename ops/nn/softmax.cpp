@@ -28,8 +28,8 @@ at::Tensor softmax_backward(const at::Tensor& grad_probs, const at::Tensor& prob
   constexpr const char* op = "softmax_backward";
   detail::check_device(grad_probs, op, "grad_probs");
   detail::check_device(probs, op, "probs");
-  TORCH_CHECK(grad_probs.sizes() == probs.sizes(), op, ": grad_probs must have probs' shape ", probs.sizes(),
-              ", got ", grad_probs.sizes());
+  TORCH_CHECK(grad_probs.sizes() == probs.sizes(), op, ": grad_probs must have probs' shape ", probs.sizes(), ", got ",
+              grad_probs.sizes());
   const auto acc = detail::acc_type(probs.scalar_type());
   auto p = probs.to(acc);
   auto g = grad_probs.to(acc);

@@ -112,8 +112,7 @@ TEST(BiasGelu, ForwardAndBackwardMatchComposition) {
   EXPECT_LT(rel_error(gx.reshape({-1, 33}).sum(0), grads[1]), kF64);
   // tanh form, not erf: at z = 1 they differ by ~1.6e-4.
   auto one = torch::ones({1, 1}, torch::kDouble);
-  EXPECT_GT(std::abs(ds::nn::bias_gelu_forward(one, {}).item<double>() -
-                     torch::gelu(one).item<double>()), 1e-4);
+  EXPECT_GT(std::abs(ds::nn::bias_gelu_forward(one, {}).item<double>() - torch::gelu(one).item<double>()), 1e-4);
   // No bias.
   EXPECT_LT(rel_error(ds::nn::bias_gelu_forward(x.detach(), {}), gelu_ref(x.detach())), kF64);
 }

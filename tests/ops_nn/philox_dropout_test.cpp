@@ -75,7 +75,9 @@ TEST(DropoutMask, StreamsAreRepeatableAndIndependent) {
   for (auto other : {ds::nn::dropout_make_mask(n, 0.5, 1, 1), ds::nn::dropout_make_mask(n, 0.5, 2, 0),
                      ds::nn::dropout_make_mask(n, 0.5, 1, 1ULL << 32)}) {
     const double differ = (ds::nn::dropout_mask_unpack(a, {n}) != ds::nn::dropout_mask_unpack(other, {n}))
-                              .to(torch::kDouble).mean().item<double>();
+                              .to(torch::kDouble)
+                              .mean()
+                              .item<double>();
     EXPECT_NEAR(differ, 0.5, 6 * std::sqrt(0.25 / n));
   }
 }

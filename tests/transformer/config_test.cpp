@@ -133,7 +133,8 @@ TEST(TransformerConfig, ValidationNamesTheFieldAndTheFix) {
   c.attn_dropout_ratio = -1;
   m = error_of(c);
   EXPECT_NE(m.find("transformer_kernel.attn_dropout_ratio: must be in [0, 1), got -1 (DeepSpeed's 'unset' default)"),
-            std::string::npos) << m;
+            std::string::npos)
+      << m;
   c = valid();
   c.hidden_dropout_ratio = 1.0;
   EXPECT_NE(error_of(c).find("transformer_kernel.hidden_dropout_ratio: must be in [0, 1), got 1"), std::string::npos);
@@ -158,7 +159,8 @@ TEST(TransformerConfig, ValidationNamesTheFieldAndTheFix) {
   c.num_hidden_layers = -1;
   m = error_of(c, true);
   EXPECT_NE(m.find("transformer_kernel.num_hidden_layers: must be > 0 when adjust_init_range is true"),
-            std::string::npos) << m;
+            std::string::npos)
+      << m;
   c.adjust_init_range = false;
   EXPECT_EQ(error_of(c, true), "");
 }

@@ -76,7 +76,8 @@ inline std::vector<torch::Tensor> random_params(int64_t h, int64_t i, torch::Sca
 // A BERT-style additive mask [B, 1, 1, S]: the last `pad` keys of every other sequence masked out.
 inline torch::Tensor bert_mask(int64_t b, int64_t s, int64_t pad, torch::ScalarType dt = torch::kDouble) {
   auto m = torch::zeros({b, 1, 1, s}, torch::kDouble);
-  for (int64_t i = 1; i < b; i += 2) m.index_put_({i, 0, 0, torch::indexing::Slice(s - pad, torch::indexing::None)}, -10000.0);
+  for (int64_t i = 1; i < b; i += 2)
+    m.index_put_({i, 0, 0, torch::indexing::Slice(s - pad, torch::indexing::None)}, -10000.0);
   return m.to(dt);
 }
 

@@ -1,13 +1,13 @@
 // What the layer keeps for backward, measured from its autograd node: the baseline equals
 // DeepSpeed's stash (minus what its backward never reads), and each memory flag lowers it by
 // exactly the tensors it drops.
+#include "transformer/saved_bytes.h"
+
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
 #include <set>
 #include <string>
-
-#include "transformer/saved_bytes.h"
 
 namespace {
 
@@ -43,8 +43,7 @@ void check_flags(bool pre, at::ScalarType dt, int64_t elem) {
   // soft_out and ctx_bufB (2 BhSS); gelu_inp and ff2_inp (2 BSI); three packed masks; four
   // LayerNorm statistics of B*S fp32 each.
   const int64_t bsh = b * s * h, bhss = b * heads * s * s, bsi = b * s * i;
-  const int64_t baseline =
-      elem * (8 * bsh + 2 * bhss + 2 * bsi) + packed(bhss) + 2 * packed(bsh) + 4 * b * s * stat;
+  const int64_t baseline = elem * (8 * bsh + 2 * bhss + 2 * bsi) + packed(bhss) + 2 * packed(bsh) + 4 * b * s * stat;
   EXPECT_EQ(none.total, baseline);
   EXPECT_EQ(names(none).count("output"), 0u) << "only post-LN + normalize_invertible keeps the output";
 

@@ -3,9 +3,9 @@
 // one training forward and reads back what its autograd node holds. The measurement runs at a small
 // batch and is scaled to --batch after checking that it is linear in the batch (bytes at 2 x the
 // small batch == 2 x bytes at the small batch, exactly); otherwise it runs at --batch itself.
-#include <CLI/CLI.hpp>
 #include <torch/torch.h>
 
+#include <CLI/CLI.hpp>
 #include <cstdio>
 #include <string>
 #include <vector>
@@ -47,7 +47,9 @@ int main(int argc, char** argv) {
   app.add_option("--layers", layers, "layers, for the whole-model column")->capture_default_str();
   app.add_option("--attn-dropout", attn_p, "attention dropout ratio")->capture_default_str();
   app.add_option("--hidden-dropout", hidden_p, "hidden dropout ratio")->capture_default_str();
-  app.add_option("--dtype", dtype, "fp16, bf16 or fp32")->check(CLI::IsMember({"fp16", "bf16", "fp32"}))->capture_default_str();
+  app.add_option("--dtype", dtype, "fp16, bf16 or fp32")
+      ->check(CLI::IsMember({"fp16", "bf16", "fp32"}))
+      ->capture_default_str();
   app.add_flag("--post-ln", post_ln, "post-LN layer (default pre-LN, as bing_bert)");
   CLI11_PARSE(app, argc, argv);
 
@@ -70,13 +72,15 @@ int main(int argc, char** argv) {
                       {"normalize_invertible", false, true, false},
                       {"gelu_checkpoint", false, false, true},
                       {"all three", true, true, true}};
-  std::printf("Bytes saved for backward by one %s layer: H %lld, heads %lld, I %lld, batch %lld, %s activations "
-              "(LayerNorm statistics fp32, dropout masks 1 bit/element), dropout %.2g/%.2g.\n"
-              "Measured on the CPU at batch %lld and 2x that (checked linear), scaled to batch %lld.\n\n",
-              post_ln ? "post-LN" : "pre-LN", (long long)hidden, (long long)heads, (long long)inter, (long long)batch,
-              dtype.c_str(), attn_p, hidden_p, (long long)small, (long long)batch);
-  std::printf("| seq | flags | saved MiB / layer | saved by the flag MiB | expected MiB | vs none | x%lld layers GiB |\n",
-              (long long)layers);
+  std::printf(
+      "Bytes saved for backward by one %s layer: H %lld, heads %lld, I %lld, batch %lld, %s activations "
+      "(LayerNorm statistics fp32, dropout masks 1 bit/element), dropout %.2g/%.2g.\n"
+      "Measured on the CPU at batch %lld and 2x that (checked linear), scaled to batch %lld.\n\n",
+      post_ln ? "post-LN" : "pre-LN", (long long)hidden, (long long)heads, (long long)inter, (long long)batch,
+      dtype.c_str(), attn_p, hidden_p, (long long)small, (long long)batch);
+  std::printf(
+      "| seq | flags | saved MiB / layer | saved by the flag MiB | expected MiB | vs none | x%lld layers GiB |\n",
+      (long long)layers);
   std::printf("|---|---|---|---|---|---|---|\n");
   const double mib = 1024.0 * 1024.0;
   for (int64_t seq : seqs) {
@@ -89,8 +93,8 @@ int main(int argc, char** argv) {
       const int64_t bytes = measured(c, batch, small, seq, dt);
       if (!r.attn_ckpt && !r.invertible && !r.gelu_ckpt) none_bytes = bytes;
       const auto e = ds::transformer::expected_flag_savings(base, batch, seq, elem, 4);
-      const int64_t expect = (r.attn_ckpt ? e.attn_dropout_checkpoint : 0) + (r.invertible ? e.normalize_invertible : 0) +
-                             (r.gelu_ckpt ? e.gelu_checkpoint : 0);
+      const int64_t expect = (r.attn_ckpt ? e.attn_dropout_checkpoint : 0) +
+                             (r.invertible ? e.normalize_invertible : 0) + (r.gelu_ckpt ? e.gelu_checkpoint : 0);
       std::printf("| %lld | %s | %.2f | %.2f | %.2f | %.1f%% | %.3f |\n", (long long)seq, r.name, bytes / mib,
                   (none_bytes - bytes) / mib, expect / mib, 100.0 * bytes / none_bytes,
                   bytes * double(layers) / (mib * 1024.0));
