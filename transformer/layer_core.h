@@ -75,7 +75,7 @@ struct LayerSpec {
 };
 
 // The Philox stream of one call: site k (0 attention probs, 1 attention output, 2 layer output)
-// uses offset + k; a layer advances its offset by kDropoutSites per training call.
+// uses offset + k; a layer advances its offset by kDropoutSites per training call with dropout on.
 struct DropoutStream {
   uint64_t seed = 0;
   uint64_t offset = 0;

@@ -13,8 +13,8 @@
 // Dropout randomness: Philox stream (seed, offset) per call (ops/nn/dropout.h). The seed is
 // cfg.seed, or one draw from Torch's default generator when cfg.seed < 0 (so torch::manual_seed
 // makes runs repeatable). The offset starts at layer_id << 32 (layers with one seed never share
-// masks) and advances by 3 (one per dropout site) per training call; rng_offset()/set_rng_state()
-// save and restore it.
+// masks) and advances by 3 (one per dropout site) per training call with dropout on;
+// rng_offset() and set_rng_state() save and restore it.
 #pragma once
 
 #include <torch/nn/module.h>
