@@ -40,8 +40,19 @@ get_filename_component(_cuda_root ${DS_NVCC} DIRECTORY)
 get_filename_component(_cuda_root ${_cuda_root} DIRECTORY)
 set(_inc_flags "")
 foreach(_d IN LISTS TORCH_INCLUDE_DIRS)
-  list(APPEND _inc_flags -isystem ${_d})
+  # /usr/include is the compiler's own system path; re-adding it with -isystem breaks #include_next.
+  if(NOT _d STREQUAL "/usr/include")
+    list(APPEND _inc_flags -isystem ${_d})
+  endif()
 endforeach()
+# Debian's CPU-only LibTorch ships c10/cuda's headers but not the header its CUDA build generates;
+# this stand-in has the same content as a CUDA build's (shared library: nothing else to define).
+set(_shim ${CMAKE_BINARY_DIR}/kernel_check/shim)
+if(NOT EXISTS ${_shim}/c10/cuda/impl/cuda_cmake_macros.h)
+  file(WRITE ${_shim}/c10/cuda/impl/cuda_cmake_macros.h
+       "#pragma once\n// Stand-in for LibTorch's generated header (kernel_check only).\n#define C10_CUDA_BUILD_SHARED_LIBS\n")
+endif()
+list(APPEND _inc_flags -isystem ${_shim})
 set(_stamps "")
 foreach(_f IN LISTS _cuda_cpp)
   file(RELATIVE_PATH _rel ${CMAKE_SOURCE_DIR} ${_f})
