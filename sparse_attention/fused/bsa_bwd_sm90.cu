@@ -104,6 +104,8 @@ __global__ void __launch_bounds__(kThreads) dq_kernel_sm90(const Params p) {
     wg_scores<T, D, kTileRows, kTileRows, kCols>(acc_dp, desc_do, dv_k[buf]);
     wgmma::commit();
     wgmma::wait<0>();
+    wgmma::fence_operand(acc_s);
+    wgmma::fence_operand(acc_dp);
 #pragma unroll
     for (int j = 0; j < kN8; ++j) {
       const int slot = (j * 8) / kChunk;
@@ -131,6 +133,8 @@ __global__ void __launch_bounds__(kThreads) dq_kernel_sm90(const Params p) {
   }
   mma::cp_async_wait<0>();
 
+#pragma unroll
+  for (int nb = 0; nb < L::kColBlocks; ++nb) wgmma::fence_operand(acc_dq[nb]);
   T* dq = static_cast<T*>(p.dq) + qoff;
   constexpr int kON = L::kColBlockElems;
 #pragma unroll
@@ -245,6 +249,8 @@ __global__ void __launch_bounds__(kThreads) dkdv_kernel_sm90(const Params p) {
     wg_scores<T, D, kTileRows, kTileRows, kCols>(acc_dp, desc_v, ddo_k[buf]);
     wgmma::commit();
     wgmma::wait<0>();
+    wgmma::fence_operand(acc_s);
+    wgmma::fence_operand(acc_dp);
     const float* l2 = sL + buf * kCols;
     const float* dl = sDelta + buf * kCols;
 #pragma unroll
@@ -280,6 +286,11 @@ __global__ void __launch_bounds__(kThreads) dkdv_kernel_sm90(const Params p) {
   }
   mma::cp_async_wait<0>();
 
+#pragma unroll
+  for (int nb = 0; nb < L::kColBlocks; ++nb) {
+    wgmma::fence_operand(acc_dk[nb]);
+    wgmma::fence_operand(acc_dv[nb]);
+  }
   T* dk = static_cast<T*>(p.dk) + koff;
   T* dv = static_cast<T*>(p.dv) + koff;
   constexpr int kON = L::kColBlockElems;

@@ -96,6 +96,7 @@ __global__ void __launch_bounds__(kThreads) fwd_kernel_sm90(const Params p) {
     wg_scores<T, D, kTileRows, kCols, kCols>(acc_s, desc_q, buf ? desc_k1 : desc_k0);
     wgmma::commit();
     wgmma::wait<0>();
+    wgmma::fence_operand(acc_s);
 
     // Scores to log2 units with masks (absent chunks and masked keys -inf), then the N:M selection.
     if (plain) {
@@ -156,6 +157,8 @@ __global__ void __launch_bounds__(kThreads) fwd_kernel_sm90(const Params p) {
     wg_product<T, D, kCols, kCols>(acc_o, pf, buf ? desc_v1 : desc_v0);
     wgmma::commit();
     wgmma::wait<0>();
+#pragma unroll
+    for (int nb = 0; nb < LK::kColBlocks; ++nb) wgmma::fence_operand(acc_o[nb]);
     __syncthreads();  // the buffer is refilled by the next step's prefetch
   }
   mma::cp_async_wait<0>();
