@@ -6,12 +6,6 @@
 #include <torch/torch.h>
 
 #if DS_WITH_CUDA
-// Debian's CPU-only LibTorch ships the c10/cuda headers without their generated
-// cuda_cmake_macros.h; CI syntax-checks this file against them (kernel_check_boundaries). A CUDA
-// LibTorch has the file, and then nothing changes.
-#if !defined(C10_CUDA_NO_CMAKE_CONFIGURE_FILE) && !__has_include(<c10/cuda/impl/cuda_cmake_macros.h>)
-#define C10_CUDA_NO_CMAKE_CONFIGURE_FILE
-#endif
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 #endif
