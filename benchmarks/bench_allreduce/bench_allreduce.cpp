@@ -6,10 +6,14 @@
 // whose sum is exact, all-reduce once and count wrong elements (#wrong, as nccl-tests), then time
 // --iters in-place all-reduces (sum) after --warmup, on CUDA events; the slowest rank's time counts.
 //   algbw = bytes / time;  busbw = algbw * 2 (n - 1) / n  (what a ring moves per rank; 0 for n = 1)
-// Part 2: a BERT-like stack (per layer: LayerNorm, Linear H->3H, gating, Linear H->H, LayerNorm,
-// Linear H->4H, GELU, Linear 4H->H, residuals; no attention across positions: a stand-in until the
-// recipe's BERT model exists), fp16 with fp32 master weights and Adam, through ds::Engine with the
-// DataParallelReducer, overlap_comm on and off; prints ms per step and samples/s.
+// Part 2: a stand-in for BERT: word embeddings (--vocab rows) and a pre-LN encoder (per layer:
+// LayerNorm, Linear H->3H, softmax attention over the sequence with --heads heads, Linear H->H,
+// LayerNorm, Linear H->4H, GELU, Linear 4H->H, residuals), loss = mean square of the output. The
+// defaults are BERT-large's shapes (24 x 1024, 16 heads, vocab 30528: 333M parameters, the recipe's
+// model without pooler and heads). fp16 with fp32 master weights and Adam on GPUs, through ds::Engine
+// with the DataParallelReducer, overlap_comm on and off; prints ms per step and samples/s.
+// scripts/multi_gpu_check.sh runs it at 1, 2, 4, 8 ranks for the scaling table when bert_pretrain
+// cannot run data-parallel.
 #include <torch/cuda.h>
 #include <torch/torch.h>
 
@@ -17,6 +21,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <iostream>
 #include <string>
@@ -34,7 +39,7 @@ struct Options {
   std::string dtype = "float";
   double ref_busbw = 370.0;   // GB/s: ring all-reduce over H100/H200 NVLink without multicast
   bool model = true, collectives = true;
-  int layers = 24, hidden = 1024, batch = 16, seq = 128, steps = 10;
+  int layers = 24, hidden = 1024, heads = 16, vocab = 30528, batch = 16, seq = 128, steps = 10;
   double bucket_cap_mb = 25.0;
   bool cpu = false;
 };
@@ -128,7 +133,7 @@ void bench_collectives(const Options& o, ds::DistributedContext& ctx, ds::Commun
 }
 
 struct BlockImpl : torch::nn::Module {
-  explicit BlockImpl(int64_t h) {
+  BlockImpl(int64_t h, int64_t heads) : heads(heads) {
     ln1 = register_module("ln1", torch::nn::LayerNorm(torch::nn::LayerNormOptions({h})));
     qkv = register_module("qkv", torch::nn::Linear(h, 3 * h));
     proj = register_module("proj", torch::nn::Linear(h, h));
@@ -136,25 +141,34 @@ struct BlockImpl : torch::nn::Module {
     fc1 = register_module("fc1", torch::nn::Linear(h, 4 * h));
     fc2 = register_module("fc2", torch::nn::Linear(4 * h, h));
   }
-  torch::Tensor forward(torch::Tensor x) {
-    auto parts = qkv(ln1(x)).chunk(3, -1);
-    x = x + proj(torch::sigmoid(parts[0]) * parts[1] + parts[2]);
+  torch::Tensor forward(torch::Tensor x) {   // x: [B, S, H]
+    const int64_t b = x.size(0), s = x.size(1), h = x.size(2), d = h / heads;
+    auto qkv_heads = qkv(ln1(x)).view({b, s, 3, heads, d}).permute({2, 0, 3, 1, 4});   // [3, B, heads, S, d]
+    auto scores = torch::matmul(qkv_heads[0], qkv_heads[1].transpose(-2, -1)) / std::sqrt(static_cast<double>(d));
+    auto probs = torch::softmax(scores, -1, torch::kFloat).to(x.scalar_type());        // [B, heads, S, S]
+    auto context = torch::matmul(probs, qkv_heads[2]).permute({0, 2, 1, 3}).reshape({b, s, h});
+    x = x + proj(context);
     return x + fc2(torch::gelu(fc1(ln2(x))));
   }
+  int64_t heads;
   torch::nn::LayerNorm ln1{nullptr}, ln2{nullptr};
   torch::nn::Linear qkv{nullptr}, proj{nullptr}, fc1{nullptr}, fc2{nullptr};
 };
 TORCH_MODULE(Block);
 
 struct StackImpl : torch::nn::Module {
-  StackImpl(int layers, int64_t h) {
+  StackImpl(int layers, int64_t h, int64_t heads, int64_t vocab) {
+    if (vocab > 0) embed = register_module("embed", torch::nn::Embedding(vocab, h));
     blocks = register_module("blocks", torch::nn::ModuleList());
-    for (int i = 0; i < layers; ++i) blocks->push_back(Block(h));
+    for (int i = 0; i < layers; ++i) blocks->push_back(Block(h, heads));
   }
+  // ids: [B, S] token ids when the model has embeddings, else x: [B, S, H]
   torch::Tensor forward(torch::Tensor x) {
+    if (embed) x = embed(x);
     for (const auto& b : *blocks) x = b->as<BlockImpl>()->forward(x);
     return x;
   }
+  torch::nn::Embedding embed{nullptr};
   torch::nn::ModuleList blocks{nullptr};
 };
 TORCH_MODULE(Stack);
@@ -163,7 +177,7 @@ TORCH_MODULE(Stack);
 double time_steps(const Options& o, ds::DistributedContext& ctx, at::Device device, bool use_dp, bool overlap,
                   int64_t* params_out) {
   torch::manual_seed(1);
-  Stack model(o.layers, o.hidden);
+  Stack model(o.layers, o.hidden, o.heads, o.vocab);
   ds::DeepSpeedConfig cfg;
   cfg.world_size = ctx.world_size();
   cfg.train_micro_batch_size_per_gpu = o.batch;
@@ -189,8 +203,9 @@ double time_steps(const Options& o, ds::DistributedContext& ctx, at::Device devi
   int64_t params = 0;
   for (const auto& p : model->parameters()) params += p.numel();
   *params_out = params;
-  auto x = torch::randn({static_cast<int64_t>(o.batch) * o.seq, o.hidden},
-                        torch::TensorOptions().device(device).dtype(engine.model_dtype()));
+  const auto on_device = torch::TensorOptions().device(device);
+  auto x = o.vocab > 0 ? torch::randint(o.vocab, {o.batch, o.seq}, on_device.dtype(torch::kLong))
+                       : torch::randn({o.batch, o.seq, o.hidden}, on_device.dtype(engine.model_dtype()));
   std::vector<double> ms;
   for (int s = 0; s < o.steps + 3; ++s) {
     device_sync(device);
@@ -217,9 +232,10 @@ void bench_model(const Options& o, ds::DistributedContext& ctx, at::Device devic
   std::vector<Row> rows{{"overlap_comm=true", true, true}, {"overlap_comm=false", true, false}};
   if (n == 1) rows.push_back({"no reducer (1 rank)", false, false});
   if (ctx.rank() == 0) {
-    std::printf("# step time: BERT-like stack, %d layers, hidden %d, micro-batch %d x seq %d, %s, %d rank(s), "
-                "bucket_cap_mb %.0f\n",
-                o.layers, o.hidden, o.batch, o.seq, device.is_cuda() ? "fp16" : "fp32", n, o.bucket_cap_mb);
+    std::printf("# step time: BERT stand-in, %d layers, hidden %d, %d heads, vocab %d, micro-batch %d x seq %d, %s, "
+                "%d rank(s), bucket_cap_mb %.0f\n",
+                o.layers, o.hidden, o.heads, o.vocab, o.batch, o.seq, device.is_cuda() ? "fp16" : "fp32", n,
+                o.bucket_cap_mb);
   }
   double on_ms = 0;
   for (const auto& r : rows) {
@@ -252,12 +268,19 @@ int main(int argc, char** argv) {
   app.add_flag("!--no-model", o.model, "skip the step-time measurement");
   app.add_option("--layers", o.layers, "model layers")->capture_default_str();
   app.add_option("--hidden", o.hidden, "model hidden size")->capture_default_str();
+  app.add_option("--heads", o.heads, "attention heads (must divide --hidden)")->capture_default_str();
+  app.add_option("--vocab", o.vocab, "word embedding rows (0: no embeddings, random activations in)")
+      ->capture_default_str();
   app.add_option("--batch", o.batch, "micro-batch per rank")->capture_default_str();
-  app.add_option("--seq", o.seq, "sequence length (rows per sample)")->capture_default_str();
+  app.add_option("--seq", o.seq, "sequence length")->capture_default_str();
   app.add_option("--steps", o.steps, "timed optimizer steps")->capture_default_str();
   app.add_option("--bucket-cap-mb", o.bucket_cap_mb, "data_parallel.bucket_cap_mb")->capture_default_str();
   app.add_flag("--cpu", o.cpu, "CPU tensors and the MPI backend (no GPU needed)");
   CLI11_PARSE(app, argc, argv);
+  if (o.heads <= 0 || o.hidden % o.heads != 0) {
+    std::cerr << "--heads " << o.heads << " does not divide --hidden " << o.hidden << std::endl;
+    return 2;
+  }
 
   return ds::run_distributed([&](ds::DistributedContext& ctx) {
     const at::Device device = o.cpu ? at::Device(at::kCPU) : ctx.device();
