@@ -31,7 +31,7 @@ constexpr int kThreads = kWarps * 32;
 constexpr int kStepCols = 64;  // chunk positions gathered per pipeline step (kStepCols / chunk slots)
 
 // Elements per 16-byte copy; also the row padding of shared-memory tiles.
-template <typename T> constexpr int vec_elems() { return 16 / static_cast<int>(sizeof(T)); }
+template <typename T> __host__ __device__ constexpr int vec_elems() { return 16 / static_cast<int>(sizeof(T)); }
 
 // Copies a rows x cols tile (cols a multiple of vec_elems) into shared memory with row pitch `pitch`,
 // 16 bytes per cp.async, all threads of the CTA cooperating. src(r, c) gives the global address of
