@@ -40,6 +40,8 @@ __host__ __device__ constexpr int round16(int x) { return (x + 15) / 16 * 16; }
 template <typename T> __host__ __device__ constexpr int tile64_elems(bool kmajor, int tk) {
   return kmajor ? kTileRows * (tk + vec_elems<T>()) : tk * (kTileRows + vec_elems<T>());
 }
+// Row pitch of sdd's output staging tiles (16 rows x 64 columns per warp).
+template <typename T> constexpr int kStagePitch = kStepCols + vec_elems<T>();
 
 template <typename T, bool kAK, bool kBK>
 __global__ void __launch_bounds__(kThreads) sdd_kernel(const SddParams p, int tk, bool resident) {
@@ -56,14 +58,16 @@ __global__ void __launch_bounds__(kThreads) sdd_kernel(const SddParams p, int tk
   if (e_begin == e_end) return;  // nothing present: sdd writes only present blocks
 
   const int M = L.rows * L.block, N = L.cols * L.block, K = p.K, chunk = L.chunk, block = L.block;
-  const int slots = kStepCols / chunk;
+  // chunk and block are powers of two: shifts and masks instead of divisions in the address math.
+  const int lgc = 31 - __clz(chunk), cmask = chunk - 1, bmask = block - 1;
+  const int slots = kStepCols >> lgc;
   const int num_steps = (e_end - e_begin + slots - 1) / slots;
   const int nk = resident ? 1 : (K + tk - 1) / tk;
   const int total = num_steps * nk;
   const int m0 = tile * kTileRows;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int g = lane >> 2, t = lane & 3;
-  const int my_group = (warp * 16) / chunk;
+  const int my_group = (warp * 16) >> lgc;
 
   const int64_t zh = static_cast<int64_t>(z) * L.heads + h;
   const T* A = static_cast<const T*>(p.a) + zh * M * K;
@@ -75,6 +79,7 @@ __global__ void __launch_bounds__(kThreads) sdd_kernel(const SddParams p, int tk
   const int ap = kAK ? tk + V : kTileRows + V, bp = kBK ? tk + V : kTileRows + V;
   T* sA = reinterpret_cast<T*>(smem_raw);                 // [resident ? 1 : 2][a_elems]
   T* sB = sA + (resident ? 1 : 2) * a_elems;              // [2][b_elems]
+  T* sC = sB + 2 * b_elems + warp * 16 * kStagePitch<T>;  // this warp's [16][64 + V] output staging
 
   auto load_a = [&](T* dst, int k0) {
     if constexpr (kAK) {  // [64 m][tk], A stored [M][K]
@@ -92,16 +97,16 @@ __global__ void __launch_bounds__(kThreads) sdd_kernel(const SddParams p, int tk
   auto load_b = [&](T* dst, int e0, int k0) {
     if constexpr (kBK) {  // [64 n][tk], B stored [N][K]
       load_tile<T>(dst, bp, kTileRows, tk, B, [&](int r, int c) -> const T* {
-        const int e = e0 + r / chunk, k = k0 + c;
+        const int e = e0 + (r >> lgc), k = k0 + c;
         if (e >= e_end || k >= K) return nullptr;
-        const int n = chunks[e] * chunk + r % chunk;
+        const int n = (chunks[e] << lgc) + (r & cmask);
         return B + static_cast<int64_t>(n) * K + k;
       });
     } else {  // [tk][64 n], B stored [K][N]
       load_tile<T>(dst, bp, tk, kTileRows, B, [&](int r, int c) -> const T* {
-        const int e = e0 + c / chunk, k = k0 + r;
+        const int e = e0 + (c >> lgc), k = k0 + r;
         if (e >= e_end || k >= K) return nullptr;
-        const int n = chunks[e] * chunk + c % chunk;
+        const int n = (chunks[e] << lgc) + (c & cmask);
         return B + static_cast<int64_t>(k) * N + n;
       });
     }
@@ -129,7 +134,7 @@ __global__ void __launch_bounds__(kThreads) sdd_kernel(const SddParams p, int tk
     __syncthreads();
 
     const int e0 = e_begin + step * slots;
-    const uint32_t n16 = step_mask16(p.tiles.mask, e0, e_end, chunk, my_group);
+    const uint32_t n16 = step_mask16(p.tiles.mask, e0, e_end, lgc, my_group);
     if (n16 != 0u) {
       const T* a_tile = resident ? sA : sA + buf * a_elems;
       const int k_here = resident ? K : min(tk, K - ks * tk);  // zero-padded to whole k16 steps
@@ -137,19 +142,33 @@ __global__ void __launch_bounds__(kThreads) sdd_kernel(const SddParams p, int tk
         WarpMma<T, kAK, kBK>::template k16<kStepCols / 16>(acc, a_tile, ap, warp * 16, k0, sB + buf * b_elems, bp,
                                                            n16);
     }
-    if (ks == nk - 1) {
-      // The warp's 16 rows lie in one block row; each present 16-column piece goes to its block.
-      const int row0 = (m0 + warp * 16 + g) % block;
+    if (ks == nk - 1 && n16 != 0u) {
+      // The warp's 16 rows lie in one block row. Its results go through a per-warp staging tile so
+      // each present chunk leaves as 16-byte stores of whole row segments (full 32-byte sectors).
+      constexpr int kCP = kStagePitch<T>;
 #pragma unroll
       for (int j = 0; j < kStepCols / 8; ++j) {
         if (!((n16 >> (j >> 1)) & 1u)) continue;
-        const int e = e0 + (j * 8) / chunk;
-        const int64_t blk = p.tiles.nnz[e * kMaxGroups + my_group] + static_cast<int64_t>(h) * L.nnz_head_stride;
-        const int col = (chunks[e] * chunk) % block + (j * 8) % chunk + 2 * t;
-        T* out = C + (blk * block + row0) * block + col;
-        store2<T>(out, acc[j][0], acc[j][1]);
-        store2<T>(out + 8 * block, acc[j][2], acc[j][3]);
+        store2<T>(sC + g * kCP + j * 8 + 2 * t, acc[j][0], acc[j][1]);
+        store2<T>(sC + (g + 8) * kCP + j * 8 + 2 * t, acc[j][2], acc[j][3]);
       }
+      __syncwarp();
+      const int row_base = (m0 + warp * 16) & bmask;
+      const int lg_pieces = lgc - (sizeof(T) == 4 ? 2 : 3);  // 16-byte pieces per chunk row: chunk / V
+      for (int slot = 0; slot < slots; ++slot) {
+        const int e = e0 + slot;
+        if (!((n16 >> ((slot << lgc) >> 4)) & 1u)) continue;  // the slot's first n16 piece says it
+        const int64_t blk = p.tiles.nnz[e * kMaxGroups + my_group] + static_cast<int64_t>(h) * L.nnz_head_stride;
+        T* out = C + (blk * block + row_base) * block + ((chunks[e] << lgc) & bmask);
+        const T* src = sC + (slot << lgc);
+        for (int i = lane; i < (16 << lg_pieces); i += 32) {
+          const int r = i >> lg_pieces, c = (i & ((1 << lg_pieces) - 1)) * V;
+          *reinterpret_cast<uint4*>(out + r * block + c) = *reinterpret_cast<const uint4*>(src + r * kCP + c);
+        }
+      }
+      __syncwarp();  // the staging tile is rewritten at the next step
+    }
+    if (ks == nk - 1) {
 #pragma unroll
       for (int j = 0; j < kStepCols / 8; ++j) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.f;
     }
@@ -178,12 +197,13 @@ __global__ void __launch_bounds__(kThreads) dxd_kernel(const DxdParams p) {
   const int32_t e_begin = p.tiles.ptr[lh * num_tiles + tile];
   const int32_t e_end = p.tiles.ptr[lh * num_tiles + tile + 1];
   const int M = p.M, N = p.N, K = p.K, chunk = L.chunk, block = L.block, bb = block * block;
-  const int slots = kStepCols / chunk;
+  const int lgc = 31 - __clz(chunk), cmask = chunk - 1, lgb = 31 - __clz(block), bmask = block - 1;
+  const int slots = kStepCols >> lgc;
   const int num_steps = (e_end - e_begin + slots - 1) / slots;
   const int m0 = tile * kTileRows, n0 = blockIdx.y * kTN;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int g = lane >> 2, t = lane & 3;
-  const int my_group = (warp * 16) / chunk;
+  const int my_group = (warp * 16) >> lgc;
 
   const int64_t zh = static_cast<int64_t>(z) * L.heads + h;
   const T* S = static_cast<const T*>(p.s) + static_cast<int64_t>(z) * L.nnz * bb;
@@ -197,34 +217,34 @@ __global__ void __launch_bounds__(kThreads) dxd_kernel(const DxdParams p) {
     const int e0 = e_begin + step * slots;
     if constexpr (!kTransS) {  // op(S) = S: [64 m][64 k], row group of m's block, chunk of k's block
       load_tile<T>(sS + buf * kSElems, kSPitch, kTileRows, kStepCols, S, [&](int r, int c) -> const T* {
-        const int e = e0 + c / chunk;
+        const int e = e0 + (c >> lgc);
         if (e >= e_end) return nullptr;
-        const int n = nnz_of[e * kMaxGroups + r / chunk];
+        const int n = nnz_of[e * kMaxGroups + (r >> lgc)];
         if (n < 0) return nullptr;
-        const int row_in = (m0 + r) % block, col_in = (chunks[e] * chunk) % block + c % chunk;
-        return S + (n + head_nnz) * bb + row_in * block + col_in;
+        const int row_in = (m0 + r) & bmask, col_in = ((chunks[e] << lgc) & bmask) + (c & cmask);
+        return S + (n + head_nnz) * bb + (row_in << lgb) + col_in;
       });
     } else {  // op(S) = S^T: [64 k][64 m] read straight from the stored [k][m] blocks
       load_tile<T>(sS + buf * kSElems, kSPitch, kStepCols, kTileRows, S, [&](int r, int c) -> const T* {
-        const int e = e0 + r / chunk;
+        const int e = e0 + (r >> lgc);
         if (e >= e_end) return nullptr;
-        const int n = nnz_of[e * kMaxGroups + c / chunk];
+        const int n = nnz_of[e * kMaxGroups + (c >> lgc)];
         if (n < 0) return nullptr;
-        const int row_in = (chunks[e] * chunk) % block + r % chunk, col_in = (m0 + c) % block;
-        return S + (n + head_nnz) * bb + row_in * block + col_in;
+        const int row_in = ((chunks[e] << lgc) & bmask) + (r & cmask), col_in = (m0 + c) & bmask;
+        return S + (n + head_nnz) * bb + (row_in << lgb) + col_in;
       });
     }
     if constexpr (kBK) {  // B stored [N][K]: [kTN n][64 k]
       load_tile<T>(sB + buf * kBElems, kBPitch, kTN, kStepCols, B, [&](int r, int c) -> const T* {
-        const int e = e0 + c / chunk, n = n0 + r;
+        const int e = e0 + (c >> lgc), n = n0 + r;
         if (e >= e_end || n >= N) return nullptr;
-        return B + static_cast<int64_t>(n) * K + chunks[e] * chunk + c % chunk;
+        return B + static_cast<int64_t>(n) * K + (chunks[e] << lgc) + (c & cmask);
       });
     } else {  // B stored [K][N]: [64 k][kTN n]
       load_tile<T>(sB + buf * kBElems, kBPitch, kStepCols, kTN, B, [&](int r, int c) -> const T* {
-        const int e = e0 + r / chunk, n = n0 + c;
+        const int e = e0 + (r >> lgc), n = n0 + c;
         if (e >= e_end || n >= N) return nullptr;
-        return B + static_cast<int64_t>(chunks[e] * chunk + r % chunk) * N + n;
+        return B + static_cast<int64_t>((chunks[e] << lgc) + (r & cmask)) * N + n;
       });
     }
   };
@@ -243,7 +263,7 @@ __global__ void __launch_bounds__(kThreads) dxd_kernel(const DxdParams p) {
     mma::cp_async_commit();
     mma::cp_async_wait<1>();
     __syncthreads();
-    const uint32_t k16 = step_mask16(p.tiles.mask, e_begin + step * slots, e_end, chunk, my_group);
+    const uint32_t k16 = step_mask16(p.tiles.mask, e_begin + step * slots, e_end, lgc, my_group);
 #pragma unroll
     for (int q = 0; q < kStepCols / 16; ++q) {
       if (!((k16 >> q) & 1u)) continue;
@@ -289,7 +309,8 @@ template <typename T, bool kAK, bool kBK>
 void launch_sdd_typed(const SddParams& p, cudaStream_t stream) {
   const bool resident = p.K <= resident_max_k<T>();
   const int tk = resident ? round16(p.K) : stream_tk<T>();
-  const int smem = ((resident ? 1 : 2) * tile64_elems<T>(kAK, tk) + 2 * tile64_elems<T>(kBK, tk)) *
+  const int smem = ((resident ? 1 : 2) * tile64_elems<T>(kAK, tk) + 2 * tile64_elems<T>(kBK, tk) +
+                    kTileRows * kStagePitch<T>) *
                    static_cast<int>(sizeof(T));
   auto kernel = sdd_kernel<T, kAK, kBK>;
   if (smem > 48 * 1024) DS_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));

@@ -36,15 +36,19 @@ template <typename T> __host__ __device__ constexpr int vec_elems() { return 16 
 // Copies a rows x cols tile (cols a multiple of vec_elems) into shared memory with row pitch `pitch`,
 // 16 bytes per cp.async, all threads of the CTA cooperating. src(r, c) gives the global address of
 // the 16 bytes at tile row r, column c, or nullptr for zeros. `fallback` is any valid global address
-// (cp.async with a zero source size reads nothing but wants a real address).
+// (cp.async with a zero source size reads nothing but wants a real address). Pieces are numbered
+// row-major over a power-of-two row width so no integer division is needed (the few pieces past
+// `cols` in a row are skipped).
 template <typename T, typename Src>
 __device__ __forceinline__ void load_tile(T* smem, int pitch, int rows, int cols, const void* fallback, Src src) {
   constexpr int V = vec_elems<T>();
   const int per_row = cols / V;
-  const int pieces = rows * per_row;
+  const int lg = 32 - __clz(per_row - 1);  // ceil(log2(per_row)); 0 for one piece per row
+  const int pieces = rows << lg;
   for (int i = threadIdx.x; i < pieces; i += kThreads) {
-    const int r = i / per_row;
-    const int c = (i - r * per_row) * V;
+    const int r = i >> lg;
+    const int c = (i & ((1 << lg) - 1)) * V;
+    if (c >= cols) continue;
     const T* g = src(r, c);
     mma::cp_async_16(smem + r * pitch + c, g != nullptr ? static_cast<const void*>(g) : fallback, g != nullptr);
   }
@@ -131,12 +135,12 @@ struct WarpMma<float, kAKMajor, kBKMajor> {
 };
 
 // Bit p (p < 4) set when the 16 positions [16p, 16p+16) of a step starting at entry e0 belong to a
-// chunk that row group `group` has. Warp-uniform.
-__device__ __forceinline__ uint32_t step_mask16(const uint32_t* mask, int e0, int e_end, int chunk, int group) {
+// chunk (of 2^lg_chunk positions) that row group `group` has. Warp-uniform.
+__device__ __forceinline__ uint32_t step_mask16(const uint32_t* mask, int e0, int e_end, int lg_chunk, int group) {
   uint32_t bits = 0u;
 #pragma unroll
   for (int p = 0; p < kStepCols / 16; ++p) {
-    const int e = e0 + (16 * p) / chunk;
+    const int e = e0 + ((16 * p) >> lg_chunk);
     if (e < e_end && ((mask[e] >> group) & 1u)) bits |= 1u << p;
   }
   return bits;
