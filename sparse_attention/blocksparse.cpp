@@ -5,9 +5,11 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <string>
 
 #include "sparse_attention/blocksparse_cpu.h"
+#include "sparse_attention/blocksparse_cuda.h"
 
 namespace ds {
 namespace {
@@ -15,26 +17,40 @@ namespace {
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 
-// ---- device dispatch: the one place a CUDA backend plugs in ------------------------------------
-void check_backend(const at::Tensor& x, const char* op) {
-  if (x.is_cpu()) return;
-  TORCH_CHECK(!x.is_cuda(), op,
-              ": the CUDA path is not built yet (the block-sparse CUDA kernels come in a later issue); "
-              "use CPU tensors for now");
-  TORCH_CHECK(false, op, ": tensors on ", x.device(), " are not supported; use CPU tensors");
+// ---- device dispatch: CPU reference or CUDA kernels ---------------------------------------------
+// True for CUDA tensors (when this build has the kernels), false for CPU; other devices are an error.
+bool on_cuda(const at::Tensor& x, const char* op) {
+  if (x.is_cpu()) return false;
+  if (x.is_cuda()) {
+#if DS_WITH_CUDA
+    return true;
+#else
+    TORCH_CHECK(false, op, ": this build has no CUDA kernels (configure with a CUDA LibTorch: -DDS_WITH_CUDA=ON); "
+                "use CPU tensors");
+#endif
+  }
+  TORCH_CHECK(false, op, ": tensors on ", x.device(), " are not supported; use CPU or CUDA tensors");
+  return false;
 }
 
+#if DS_WITH_CUDA
+#define DS_SPARSE_RUN(cond, cuda_call, cpu_call) return (cond) ? (cuda_call) : (cpu_call)
+#else
+#define DS_SPARSE_RUN(cond, cuda_call, cpu_call) \
+  do {                                            \
+    (void)(cond);                                 \
+    return cpu_call;                              \
+  } while (0)
+#endif
+
 at::Tensor run_sdd(const at::Tensor& a, const at::Tensor& b, bool ta, bool tb, const LayoutTables& t) {
-  check_backend(a, "ds::blocksparse_matmul");
-  return sparse_cpu::sdd(a, b, ta, tb, t);
+  DS_SPARSE_RUN(on_cuda(a, "ds::blocksparse_matmul"), sparse_cuda::sdd(a, b, ta, tb, t), sparse_cpu::sdd(a, b, ta, tb, t));
 }
 at::Tensor run_dsd(const at::Tensor& s, const at::Tensor& b, bool ta, bool tb, const LayoutTables& t) {
-  check_backend(s, "ds::blocksparse_matmul");
-  return sparse_cpu::dsd(s, b, ta, tb, t);
+  DS_SPARSE_RUN(on_cuda(s, "ds::blocksparse_matmul"), sparse_cuda::dsd(s, b, ta, tb, t), sparse_cpu::dsd(s, b, ta, tb, t));
 }
 at::Tensor run_dds(const at::Tensor& a, const at::Tensor& s, bool ta, bool tb, const LayoutTables& t) {
-  check_backend(a, "ds::blocksparse_matmul");
-  return sparse_cpu::dds(a, s, ta, tb, t);
+  DS_SPARSE_RUN(on_cuda(a, "ds::blocksparse_matmul"), sparse_cuda::dds(a, s, ta, tb, t), sparse_cpu::dds(a, s, ta, tb, t));
 }
 at::Tensor run_matmul(MatMulMode m, const at::Tensor& a, const at::Tensor& b, bool ta, bool tb,
                       const LayoutTables& t) {
@@ -47,13 +63,14 @@ at::Tensor run_matmul(MatMulMode m, const at::Tensor& a, const at::Tensor& b, bo
   return {};
 }
 at::Tensor run_softmax_forward(const at::Tensor& x, const LayoutTables& t, const SoftmaxOptions& o) {
-  check_backend(x, "ds::blocksparse_softmax");
-  return sparse_cpu::softmax_forward(x, t, o);
+  DS_SPARSE_RUN(on_cuda(x, "ds::blocksparse_softmax"), sparse_cuda::softmax_forward(x, t, o),
+                sparse_cpu::softmax_forward(x, t, o));
 }
 at::Tensor run_softmax_backward(const at::Tensor& y, const at::Tensor& dy, const LayoutTables& t) {
-  check_backend(y, "ds::blocksparse_softmax");
-  return sparse_cpu::softmax_backward(y, dy, t);
+  DS_SPARSE_RUN(on_cuda(y, "ds::blocksparse_softmax"), sparse_cuda::softmax_backward(y, dy, t),
+                sparse_cpu::softmax_backward(y, dy, t));
 }
+#undef DS_SPARSE_RUN
 
 // ---- autograd ----------------------------------------------------------------------------------
 // The tables travel with the autograd graph (a backward may run after the op's owner is gone).
@@ -157,8 +174,14 @@ void check_float_dtype(const at::Tensor& x, const char* name) {
               torch_dtype_name(s), " is not supported; use float32, float64, float16 or bfloat16");
 }
 
-// float16/bfloat16 are computed in float32 (and rounded back by the caller).
-at::ScalarType compute_dtype(at::ScalarType s) {
+// CPU: float16/bfloat16 are computed in float32 (and rounded back by the caller). CUDA: every
+// supported dtype natively (float32 accumulation inside the kernels); float64 is not supported there.
+at::ScalarType compute_dtype(const at::Tensor& x, const char* op) {
+  const at::ScalarType s = x.scalar_type();
+  if (on_cuda(x, op)) {
+    TORCH_CHECK_VALUE(s != at::kDouble, op, ": float64 is not supported on CUDA; use float32, float16 or bfloat16");
+    return s;
+  }
   return (s == at::kHalf || s == at::kBFloat16) ? at::kFloat : s;
 }
 
@@ -245,6 +268,65 @@ MaskMode parse_mask_mode(const std::string& mode, const char* what) {
 
 const char* mask_mode_name(MaskMode m) { return m == MaskMode::Add ? "add" : "mul"; }
 
+AttentionPath parse_attention_path(const std::string& path, const char* what) {
+  if (path == "auto") return AttentionPath::Auto;
+  if (path == "fused") return AttentionPath::Fused;
+  if (path == "unfused") return AttentionPath::Unfused;
+  TORCH_CHECK_VALUE(false, what, " must be 'auto', 'fused' or 'unfused', got '", path, "'");
+  return AttentionPath::Auto;
+}
+
+const char* attention_path_name(AttentionPath p) {
+  switch (p) {
+    case AttentionPath::Auto: return "auto";
+    case AttentionPath::Fused: return "fused";
+    case AttentionPath::Unfused: return "unfused";
+  }
+  return "?";
+}
+
+std::string fused_attention_unsupported(const at::Tensor& q, const LayoutTables& t, const AttentionOptions& o) {
+  if (!q.is_cuda()) return "the fused kernel runs on CUDA tensors (q is on " + q.device().str() + ")";
+#if !DS_WITH_CUDA
+  return "this build has no CUDA kernels";
+#endif
+  if (q.scalar_type() != at::kHalf && q.scalar_type() != at::kBFloat16)
+    return "the fused kernel takes float16 or bfloat16, q is " + torch_dtype_name(q.scalar_type());
+  const int64_t D = q.size(-1);
+  if (D != 32 && D != 64 && D != 128)
+    return "the fused kernel supports head sizes 32, 64 and 128, q has " + std::to_string(D);
+  if (t.rows != t.cols)
+    return "the fused kernel needs a square layout, got " + std::to_string(t.rows) + " x " + std::to_string(t.cols);
+  if (o.rpe.defined() && o.rpe.requires_grad() && at::GradMode::is_enabled())
+    return "rpe requires grad and the fused kernel gives rpe no gradient";
+  return "";
+}
+
+AttentionPath resolve_attention_path(const at::Tensor& q, const LayoutTables& t, const AttentionOptions& o) {
+  if (!q.is_cuda()) {
+    TORCH_CHECK_VALUE(o.path != AttentionPath::Fused, "ds::sparse_attention: path 'fused' needs CUDA tensors, q is on ",
+                      q.device());
+    return AttentionPath::Unfused;
+  }
+  AttentionPath path = o.path;
+  const char* source = "by the path option";
+  if (path == AttentionPath::Auto) {
+    const char* env = std::getenv("DS_SPARSE_ATTENTION_PATH");
+    if (env != nullptr && *env != '\0') {
+      path = parse_attention_path(env, "DS_SPARSE_ATTENTION_PATH");
+      source = "by DS_SPARSE_ATTENTION_PATH";
+    }
+  }
+  if (path == AttentionPath::Unfused) return AttentionPath::Unfused;
+  const std::string why = fused_attention_unsupported(q, t, o);
+  if (path == AttentionPath::Fused) {
+    TORCH_CHECK_VALUE(why.empty(), "ds::sparse_attention: the fused path is forced ", source, " but ", why,
+                      "; use path 'auto' or 'unfused'");
+    return AttentionPath::Fused;
+  }
+  return why.empty() ? AttentionPath::Fused : AttentionPath::Unfused;
+}
+
 at::Tensor blocksparse_matmul(const at::Tensor& a, const at::Tensor& b, const LayoutTables& t, MatMulMode mode,
                               bool trans_a, bool trans_b) {
   check_matmul_inputs(a, b, t, mode, trans_a, trans_b);
@@ -267,8 +349,7 @@ at::Tensor blocksparse_matmul(const at::Tensor& a, const at::Tensor& b, const La
                         t.heads);
       break;
   }
-  check_backend(a4, "ds::blocksparse_matmul");
-  const at::ScalarType dtype = a.scalar_type(), cd = compute_dtype(dtype);
+  const at::ScalarType dtype = a.scalar_type(), cd = compute_dtype(a4, "ds::blocksparse_matmul");
   at::Tensor c = MatMulFunction::apply(a4.to(cd), b4.to(cd), c10::make_intrusive<TablesHolder>(t), mode, trans_a,
                                        trans_b);
   c = c.to(dtype);
@@ -327,8 +408,7 @@ at::Tensor blocksparse_softmax(const at::Tensor& x, const LayoutTables& t, const
   TORCH_CHECK_VALUE(x.dim() == 4 && x.size(1) == t.nnz && x.size(2) == t.block && x.size(3) == t.block,
                     "ds::blocksparse_softmax: x must be a block-sparse [Z, ", t.nnz, ", ", t.block, ", ", t.block,
                     "] tensor for this layout, got ", x.sizes());
-  check_backend(x, "ds::blocksparse_softmax");
-  const at::ScalarType dtype = x.scalar_type(), cd = compute_dtype(dtype);
+  const at::ScalarType dtype = x.scalar_type(), cd = compute_dtype(x, "ds::blocksparse_softmax");
   SoftmaxOptions o = prepare_softmax_options(x, t, options, cd);
   c10::optional<at::Tensor> rpe;
   if (o.rpe.defined()) rpe = o.rpe;
@@ -359,20 +439,7 @@ at::Tensor sparse_attention(const at::Tensor& q_in, const at::Tensor& k_in, cons
   TORCH_CHECK_VALUE(t.rows == nb && t.cols == nb, "ds::sparse_attention: a sequence of ", S, " with block ",
                     t.block, " needs a layout of ", nb, " x ", nb, " blocks, got ", t.rows, " x ", t.cols);
   TORCH_CHECK_VALUE(S > 0 && D > 0, "ds::sparse_attention: empty sequence or head_dim (q ", q_in.sizes(), ")");
-  check_backend(q_in, "ds::sparse_attention");
-
-  const at::ScalarType dtype = q_in.scalar_type(), cd = compute_dtype(dtype);
-  const int64_t pad = nb * t.block - S;
-  auto pad_seq = [&](const at::Tensor& x) {  // [Z, H, S, D] -> [Z, H, S + pad, D]
-    return pad ? at::constant_pad_nd(x.to(cd), {0, 0, 0, pad}) : x.to(cd);
-  };
-  at::Tensor q = pad_seq(q_in), k = pad_seq(k_in), v = pad_seq(v_in);
-
-  SoftmaxOptions so;
-  so.scale = options.scale.value_or(1.0 / std::sqrt(static_cast<double>(D)));
-  so.key_padding_mask_mode = options.key_padding_mask_mode;
-  so.attn_mask_mode = options.attn_mask_mode;
-  so.valid_keys = pad ? S : -1;
+  const at::ScalarType dtype = q_in.scalar_type(), cd = compute_dtype(q_in, "ds::sparse_attention");
   auto same_device = [&](const at::Tensor& m, const char* name) {
     TORCH_CHECK_VALUE(m.device() == q_in.device(), "ds::sparse_attention: ", name, " must be on q's device ",
                       q_in.device(), ", got ", m.device());
@@ -382,16 +449,13 @@ at::Tensor sparse_attention(const at::Tensor& q_in, const at::Tensor& k_in, cons
     same_device(m, "key_padding_mask");
     TORCH_CHECK_VALUE(m.dim() == 2 && m.size(0) == Z && m.size(1) == S,
                       "ds::sparse_attention: key_padding_mask must be [", Z, ", ", S, "], got ", m.sizes());
-    so.key_padding_mask = pad ? at::constant_pad_nd(m.to(cd), {0, pad}) : m.to(cd);
   }
   if (options.attn_mask.defined()) {
     const at::Tensor& m = options.attn_mask;
     same_device(m, "attn_mask");
     TORCH_CHECK_VALUE(m.dim() == 2 && m.size(0) == S && m.size(1) == S,
                       "ds::sparse_attention: attn_mask must be [", S, ", ", S, "], got ", m.sizes());
-    so.attn_mask = pad ? at::constant_pad_nd(m.to(cd), {0, pad, 0, pad}) : m.to(cd);
   }
-  c10::optional<at::Tensor> rpe;
   if (options.rpe.defined()) {
     const at::Tensor& r = options.rpe;
     same_device(r, "rpe");
@@ -400,7 +464,38 @@ at::Tensor sparse_attention(const at::Tensor& q_in, const at::Tensor& k_in, cons
                       "ds::sparse_attention: rpe must be [", Z, ", ", H, ", ", S, ", ", S,
                       "] (size-1 batch/head dims broadcast), got ", r.sizes());
     check_float_dtype(r, "ds::sparse_attention: rpe");
-    rpe = pad ? at::constant_pad_nd(r.to(cd), {0, pad, 0, pad}) : r.to(cd);
+  }
+#if DS_WITH_CUDA
+  if (resolve_attention_path(q_in, t, options) == AttentionPath::Fused)
+    return sparse_cuda::fused_attention(q_in, k_in, v_in, t, options);
+#else
+  resolve_attention_path(q_in, t, options);  // rejects a Fused option on CPU tensors
+#endif
+
+  // Part 1's path: sdd -> softmax -> dsd on the sequence padded to whole blocks.
+  const int64_t pad = nb * t.block - S;
+  auto pad_seq = [&](const at::Tensor& x) {  // [Z, H, S, D] -> [Z, H, S + pad, D]
+    return pad ? at::constant_pad_nd(x.to(cd), {0, 0, 0, pad}) : x.to(cd);
+  };
+  at::Tensor q = pad_seq(q_in), k = pad_seq(k_in), v = pad_seq(v_in);
+  SoftmaxOptions so;
+  so.scale = options.scale.value_or(1.0 / std::sqrt(static_cast<double>(D)));
+  so.key_padding_mask_mode = options.key_padding_mask_mode;
+  so.attn_mask_mode = options.attn_mask_mode;
+  so.valid_keys = pad ? S : -1;
+  so.causal_diagonal = options.causal_diagonal;
+  if (options.key_padding_mask.defined()) {
+    const at::Tensor m = options.key_padding_mask.to(cd);
+    so.key_padding_mask = pad ? at::constant_pad_nd(m, {0, pad}) : m;
+  }
+  if (options.attn_mask.defined()) {
+    const at::Tensor m = options.attn_mask.to(cd);
+    so.attn_mask = pad ? at::constant_pad_nd(m, {0, pad, 0, pad}) : m;
+  }
+  c10::optional<at::Tensor> rpe;
+  if (options.rpe.defined()) {
+    const at::Tensor r = options.rpe.to(cd);
+    rpe = pad ? at::constant_pad_nd(r, {0, pad, 0, pad}) : r;
   }
 
   auto tables = c10::make_intrusive<TablesHolder>(t);

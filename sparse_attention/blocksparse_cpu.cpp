@@ -183,6 +183,11 @@ at::Tensor softmax_forward(const at::Tensor& x, const LayoutTables& t, const Sof
     at::Tensor key = t.col.unsqueeze(1) * bs + at::arange(bs, t.col.options()).unsqueeze(0);
     v.masked_fill_(key.ge(o.valid_keys).view({1, t.nnz, 1, bs}), -inf);
   }
+  if (o.causal_diagonal) {  // blocks on the diagonal: keys after the query are excluded
+    at::Tensor diag = t.row.eq(t.col).view({1, t.nnz, 1, 1});
+    at::Tensor upper = at::ones({bs, bs}, at::dtype(at::kBool)).triu(1).view({1, 1, bs, bs});
+    v.masked_fill_(diag.logical_and(upper), -inf);
+  }
 
   // Row max over the present blocks; a row with nothing allowed keeps max -inf, which we replace by
   // 0 so exp gives 0 instead of NaN, and its normaliser 0 gives y = 0 (DeepSpeed: NaN).

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <vector>
 
+#include "sparse_attention/device_tables.h"
 
 namespace ds {
 namespace {
@@ -77,7 +78,17 @@ LayoutTables LayoutTables::build(const at::Tensor& layout_in, int64_t block) {
   t.col_ptr = to_tensor(col_ptr);
   t.col_count = to_tensor(col_count);
   t.col_nnz = to_tensor(col_nnz);
+  t.device_cache = std::make_shared<DeviceTableCache>();
   return t;
+}
+
+DeviceTableCache& LayoutTables::cache() const {
+  TORCH_CHECK(device_cache != nullptr, "LayoutTables without a device cache: build them with LayoutTables::build");
+  return *device_cache;
+}
+
+const at::Tensor& LayoutTables::tile_on(const at::Device& device) const {
+  return device.is_cpu() ? tile : cache().tile(*this, device);
 }
 
 at::Tensor dense_to_sparse(const at::Tensor& dense, const LayoutTables& t) {
@@ -90,7 +101,7 @@ at::Tensor dense_to_sparse(const at::Tensor& dense, const LayoutTables& t) {
   at::Tensor tiles = dense.reshape({Z, t.heads, t.rows, b, t.cols, b})
                          .permute({0, 1, 2, 4, 3, 5})
                          .reshape({Z, t.heads * t.rows * t.cols, b, b});
-  return tiles.index_select(1, t.tile.to(dense.device()));
+  return tiles.index_select(1, t.tile_on(dense.device()));
 }
 
 at::Tensor sparse_to_dense(const at::Tensor& sparse, const LayoutTables& t, double fill) {
@@ -99,7 +110,7 @@ at::Tensor sparse_to_dense(const at::Tensor& sparse, const LayoutTables& t, doub
               "] block-sparse tensor for this layout, got ", sparse.sizes());
   const int64_t Z = sparse.size(0), b = t.block;
   at::Tensor tiles = at::full({Z, t.heads * t.rows * t.cols, b, b}, fill, sparse.options());
-  tiles = tiles.index_copy(1, t.tile.to(sparse.device()), sparse);
+  tiles = tiles.index_copy(1, t.tile_on(sparse.device()), sparse);
   return tiles.view({Z, t.heads, t.rows, t.cols, b, b})
       .permute({0, 1, 2, 4, 3, 5})
       .reshape({Z, t.heads, t.seq_rows(), t.seq_cols()});

@@ -8,15 +8,19 @@
 // Why one struct, built once: DeepSpeed rebuilds its Triton LUTs per MatMul object and caches ops in
 // a class-level dict keyed by sequence length only (shared by modules with different layouts). The
 // owner of a layout (MatMul/Softmax objects, SparseSelfAttention's per-module cache) builds this
-// once; the ops take it by reference. All tables are int64 CPU tensors; a CUDA backend uploads the
-// ones it needs once per device.
+// once; the ops take it by reference. All tables are int64 CPU tensors; the CUDA kernels' tables are
+// derived and uploaded once per device into `device_cache` (device_tables.h), which every copy of a
+// LayoutTables shares.
 #pragma once
 
 #include <torch/types.h>
 
 #include <cstdint>
+#include <memory>
 
 namespace ds {
+
+class DeviceTableCache;
 
 struct LayoutTables {
   int64_t block = 0;
@@ -43,6 +47,9 @@ struct LayoutTables {
   at::Tensor col_count;  // [H*C]
   at::Tensor col_nnz;    // [nnz]
 
+  // The kernels' tables on each device, built on first use (shared by copies; set by build()).
+  std::shared_ptr<DeviceTableCache> device_cache;
+
   // layout: 2-D [R, C] (one head, as DeepSpeed's MatMul accepts) or 3-D [H, R, C]; any real dtype,
   // any device (read once on the CPU); a block is present where the value is non-zero.
   // block: 16, 32, 64 or 128 (DeepSpeed's kernels support exactly these).
@@ -50,6 +57,10 @@ struct LayoutTables {
 
   int64_t seq_rows() const { return rows * block; }  // dense extent of the row dimension
   int64_t seq_cols() const { return cols * block; }
+  // device_cache, or an error naming how the tables were made wrong.
+  DeviceTableCache& cache() const;
+  // `tile` on x's device (uploaded once per device).
+  const at::Tensor& tile_on(const at::Device& device) const;
 };
 
 // Gathers the present blocks of a dense [Z, H, R*block, C*block] tensor -> [Z, nnz, block, block]

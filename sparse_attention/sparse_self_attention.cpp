@@ -73,6 +73,8 @@ at::Tensor SparseSelfAttentionImpl::forward(const at::Tensor& query, const at::T
   AttentionOptions o;
   o.key_padding_mask_mode = kp_mode_;
   o.attn_mask_mode = attn_mode_;
+  o.causal_diagonal = config_->unidirectional();
+  o.path = path_;
   o.rpe = rpe;
   if (key_padding_mask.defined()) {
     at::Tensor m = key_padding_mask.to(query.scalar_type());

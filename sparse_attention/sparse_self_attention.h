@@ -13,7 +13,11 @@
 //    ndim-1..1 ([B,1,1,S] -> [B,S]), attn_mask cast and fully squeezed, scale D^-0.5.
 //  Beyond DeepSpeed: any S <= max_seq_length (padded to whole blocks inside, padded keys masked,
 //  output cut back), float32/float64/bfloat16/float16 (DeepSpeed: float16 only), no layout broadcast
-//  (layouts are deterministic; see sparsity_config.h).
+//  (layouts are deterministic; see sparsity_config.h). A unidirectional config makes the diagonal
+//  blocks causal inside the block (AttentionOptions::causal_diagonal; DeepSpeed attends the whole
+//  diagonal block, leaking up to block-1 future tokens, unless the user passes a causal attn_mask).
+//  On CUDA the fused kernel runs whenever it supports the arguments (ds::sparse_attention's rule);
+//  set_attention_path forces a path.
 #pragma once
 
 #include <torch/nn/module.h>
@@ -55,6 +59,9 @@ class SparseSelfAttentionImpl : public torch::nn::Module {
   MaskMode key_padding_mask_mode() const { return kp_mode_; }
   MaskMode attn_mask_mode() const { return attn_mode_; }
   size_t cached_layouts() const;
+  // Auto (default), Fused or Unfused: see AttentionPath in blocksparse.h.
+  void set_attention_path(AttentionPath path) { path_ = path; }
+  AttentionPath attention_path() const { return path_; }
 
   at::Tensor master_layout;  // int64 [heads, max_seq_length/block, max_seq_length/block]
 
@@ -64,6 +71,7 @@ class SparseSelfAttentionImpl : public torch::nn::Module {
   std::shared_ptr<const SparsityConfig> config_;
   MaskMode kp_mode_, attn_mode_;
   int64_t max_seq_length_;
+  AttentionPath path_ = AttentionPath::Auto;
   mutable std::mutex mutex_;
   std::map<int64_t, std::shared_ptr<const LayoutTables>> cache_;  // by block count
   // Identity of the master layout the cache was built from.

@@ -38,6 +38,9 @@ class SparsityConfig {
   virtual at::Tensor make_layout(int64_t seq_len) const = 0;
   // "dense", "fixed", ... (user structures may return anything).
   virtual std::string name() const = 0;
+  // attention == "unidirectional": SparseSelfAttention then makes the diagonal blocks causal inside
+  // the block (AttentionOptions::causal_diagonal). User structures without the notion say false.
+  virtual bool unidirectional() const { return false; }
 
   int64_t num_heads() const { return num_heads_; }
   int64_t block() const { return block_; }
@@ -75,6 +78,7 @@ class FixedSparsityConfig : public SparsityConfig {
   int64_t num_local_blocks() const { return num_local_blocks_; }
   int64_t num_global_blocks() const { return num_global_blocks_; }
   const std::string& attention() const { return attention_; }
+  bool unidirectional() const override { return attention_ == "unidirectional"; }
   bool horizontal_global_attention() const { return horizontal_; }
   int64_t num_different_global_patterns() const { return num_patterns_; }
 
@@ -103,6 +107,7 @@ class VariableSparsityConfig : public SparsityConfig {
   const std::vector<int64_t>& global_block_indices() const { return global_starts_; }
   const std::optional<std::vector<int64_t>>& global_block_end_indices() const { return global_ends_; }
   const std::string& attention() const { return attention_; }
+  bool unidirectional() const override { return attention_ == "unidirectional"; }
   bool horizontal_global_attention() const { return horizontal_; }
   uint64_t seed() const { return seed_; }
 
@@ -131,6 +136,7 @@ class BigBirdSparsityConfig : public SparsityConfig {
   int64_t num_sliding_window_blocks() const { return num_sliding_; }
   int64_t num_global_blocks() const { return num_global_blocks_; }
   const std::string& attention() const { return attention_; }
+  bool unidirectional() const override { return attention_ == "unidirectional"; }
   uint64_t seed() const { return seed_; }
 
  private:
@@ -156,6 +162,7 @@ class BSLongformerSparsityConfig : public SparsityConfig {
   const std::vector<int64_t>& global_block_indices() const { return global_starts_; }
   const std::optional<std::vector<int64_t>>& global_block_end_indices() const { return global_ends_; }
   const std::string& attention() const { return attention_; }
+  bool unidirectional() const override { return attention_ == "unidirectional"; }
 
  private:
   void set_sliding_window_layout(int64_t h, at::Tensor& layout) const;
@@ -177,6 +184,7 @@ class LocalSlidingWindowSparsityConfig : public SparsityConfig {
 
   int64_t num_sliding_window_blocks() const { return num_sliding_; }
   const std::string& attention() const { return attention_; }
+  bool unidirectional() const override { return attention_ == "unidirectional"; }
 
  private:
   int64_t num_sliding_;

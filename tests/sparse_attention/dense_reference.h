@@ -53,7 +53,14 @@ struct DenseSoftmaxArgs {
   double scale = 1.0;
   torch::Tensor rpe, key_padding_mask, attn_mask;
   ds::MaskMode kp_mode = ds::MaskMode::Add, am_mode = ds::MaskMode::Add;
+  bool causal_diagonal = false;  // in diagonal blocks, keys after the query are not allowed
 };
+
+// bool [R*b, C*b]: false where the block is on the diagonal and the key comes after the query.
+inline torch::Tensor causal_diagonal_allowed(int64_t rows, int64_t cols, int64_t block) {
+  torch::Tensor qi = torch::arange(rows).unsqueeze(1), ki = torch::arange(cols).unsqueeze(0);
+  return (qi.div(block, "floor") != ki.div(block, "floor")).logical_or(ki <= qi);
+}
 
 // x: dense scores [Z, H, M, N]; layout [H, M/b, N/b].
 inline torch::Tensor dense_softmax(const torch::Tensor& x, const torch::Tensor& layout, int64_t block,
@@ -63,6 +70,7 @@ inline torch::Tensor dense_softmax(const torch::Tensor& x, const torch::Tensor& 
   if (a.key_padding_mask.defined()) s = s + additive_mask(a.key_padding_mask, a.kp_mode).unsqueeze(1).unsqueeze(1);
   if (a.attn_mask.defined()) s = s + additive_mask(a.attn_mask, a.am_mode);
   torch::Tensor allowed = element_mask(layout, block).unsqueeze(0).expand_as(s);
+  if (a.causal_diagonal) allowed = allowed.logical_and(causal_diagonal_allowed(s.size(2), s.size(3), block));
   // An entry that a mask sets to -inf is "not allowed" too.
   allowed = allowed.logical_and(s.ne(-std::numeric_limits<double>::infinity()));
   return masked_softmax(s, allowed);
@@ -78,6 +86,7 @@ inline torch::Tensor dense_attention(const torch::Tensor& q, const torch::Tensor
   if (a.key_padding_mask.defined()) s = s + additive_mask(a.key_padding_mask, a.kp_mode).unsqueeze(1).unsqueeze(1);
   if (a.attn_mask.defined()) s = s + additive_mask(a.attn_mask, a.am_mode);
   torch::Tensor allowed = element_mask(layout, block).narrow(1, 0, S).narrow(2, 0, S).unsqueeze(0).expand_as(s);
+  if (a.causal_diagonal) allowed = allowed.logical_and(causal_diagonal_allowed(S, S, block));
   allowed = allowed.logical_and(s.ne(-std::numeric_limits<double>::infinity()));
   return torch::matmul(masked_softmax(s, allowed), v);
 }

@@ -230,11 +230,14 @@ TEST(MatMul, DeepSpeedInputErrors) {
                       c10::Error, "tensors on meta are not supported");
 }
 
-TEST(MatMul, CudaPathNotBuiltYet_CUDA) {
+TEST(MatMul, CudaTensorsRunTheCudaKernels_CUDA) {
+  // The kernels themselves are tested in test_blocksparse_cuda.cpp; here: CUDA tensors dispatch there.
   DS_REQUIRE_CUDA();
   MatMul sdd(torch::ones({1, 1, 1}, torch::kLong), 16, "sdd");
-  torch::Tensor a = torch::randn({1, 1, 16, 16}, torch::device(torch::kCUDA));
-  DS_EXPECT_THROW_MSG(sdd(a, a), c10::Error, "CUDA path is not built yet");
+  torch::Tensor a = torch::randn({1, 1, 16, 16});
+  torch::Tensor c = sdd(a.cuda(), a.cuda());
+  EXPECT_TRUE(c.is_cuda());
+  EXPECT_LT(rel_error(c, sdd(a, a)), 1e-5);
 }
 
 // ---- Softmax ---------------------------------------------------------------------------------------
@@ -318,6 +321,36 @@ TEST(Softmax, ReducedPrecision) {
   check_softmax_case({true, 1, 2, 0.4}, 16, 4, torch::kFloat32, 1e-6, 29);
   check_softmax_case({false, 2, 1, 0.4}, 16, 4, torch::kBFloat16, 2 * test::unit_roundoff(torch::kBFloat16), 31);
   check_softmax_case({false, 1, 0, 1.0}, 32, 2, torch::kFloat16, 2 * test::unit_roundoff(torch::kFloat16), 37);
+}
+
+TEST(Softmax, CausalDiagonalBlocksFloat64) {
+  // Blocks on the diagonal are causal inside (the meaning of a unidirectional layout); the others are
+  // untouched. Checked against the dense reference, forward and gradient.
+  for (int64_t block : {16, 32}) {
+    torch::Tensor layout = test::random_layout(2, 3, 3, 0.5, 41 + block);
+    LayoutTables t = LayoutTables::build(layout, block);
+    torch::manual_seed(43);
+    torch::Tensor x = torch::randn({2, t.nnz, block, block}, torch::kFloat64).set_requires_grad(true);
+    SoftmaxOptions o;
+    o.scale = 0.5;
+    o.causal_diagonal = true;
+    test::DenseSoftmaxArgs r;
+    r.scale = 0.5;
+    r.causal_diagonal = true;
+    torch::Tensor y = blocksparse_softmax(x, t, o);
+    torch::Tensor y_ref = dense_to_sparse(test::dense_softmax(sparse_to_dense(x, t), layout, block, r), t);
+    EXPECT_LT(rel_error(y, y_ref), 1e-13) << block;
+    torch::Tensor w = torch::randn_like(y);
+    EXPECT_LT(rel_error(torch::autograd::grad({(y * w).sum()}, {x})[0],
+                        torch::autograd::grad({(y_ref * w).sum()}, {x})[0]),
+              1e-13);
+    // The strict upper triangle of every diagonal block is exactly zero.
+    torch::Tensor upper = torch::ones({block, block}, torch::kBool).triu(1);
+    for (int64_t n = 0; n < t.nnz; ++n) {
+      if (t.row[n].item<int64_t>() != t.col[n].item<int64_t>()) continue;
+      EXPECT_TRUE(y.select(1, n).masked_select(upper.unsqueeze(0)).eq(0).all().item<bool>());
+    }
+  }
 }
 
 TEST(Softmax, RowsWithNothingAllowedGiveZerosNotNaN) {

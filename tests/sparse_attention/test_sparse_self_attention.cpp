@@ -5,8 +5,10 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <cstdlib>
 #include <limits>
 #include <memory>
+#include <string>
 
 #include "dense_reference.h"
 #include "sparse_attention/sparse_self_attention.h"
@@ -37,6 +39,7 @@ void check_module(const AttnCase& c, torch::ScalarType dt, double tol, uint64_t 
   r.scale = 1.0 / std::sqrt(static_cast<double>(c.D));
   r.kp_mode = MaskMode::Add;
   r.am_mode = MaskMode::Mul;
+  r.causal_diagonal = c.config->unidirectional();
   torch::Tensor kp, am;
   if (c.kp) {  // BERT-style additive mask [B, 1, 1, S], squeezed by the module
     kp = torch::zeros({c.B, 1, 1, c.S}, torch::kFloat64);
@@ -81,6 +84,47 @@ TEST(SparseSelfAttention, Blocks64And128) {
                1e-12, 4);
   check_module({std::make_shared<VariableSparsityConfig>(3, 128, true, 1), 1, 384, 8, false, false, false},
                torch::kFloat64, 1e-12, 5);
+}
+
+TEST(SparseSelfAttention, UnidirectionalLayoutsHaveCausalDiagonalBlocks) {
+  // A unidirectional layout's diagonal blocks are causal inside the block (DeepSpeed attends the whole
+  // diagonal block, i.e. up to block-1 future tokens, unless an attn_mask says otherwise).
+  check_module({std::make_shared<FixedSparsityConfig>(2, 16, false, 4, 1, "unidirectional"), 2, 100, 24, true, true,
+                false},
+               torch::kFloat64, 1e-12, 11);
+  check_module({std::make_shared<BigBirdSparsityConfig>(2, 32, false, 1, 3, 1, "unidirectional"), 1, 160, 16, false,
+                false, false},
+               torch::kFloat64, 1e-12, 12);
+  check_module({std::make_shared<LocalSlidingWindowSparsityConfig>(1, 64), 1, 256, 8, false, true, false},
+               torch::kFloat64, 1e-12, 13);
+  // A window of one block: a block's first query sees only itself, so its output is its own value.
+  auto config = std::make_shared<LocalSlidingWindowSparsityConfig>(1, 16, 1, "unidirectional");
+  SparseSelfAttention attn(config, "add", "mul", 64);
+  torch::Tensor q = torch::randn({1, 1, 64, 8}, torch::kFloat64), v = torch::randn_like(q);
+  torch::Tensor out = attn->forward(q, q, v);
+  for (int64_t row : {16, 32, 48}) EXPECT_LT(rel_error(out[0][0][row], v[0][0][row]), 1e-14) << row;
+}
+
+TEST(SparseSelfAttention, AttentionPathOptionOnCpu) {
+  auto config = std::make_shared<FixedSparsityConfig>(2);
+  SparseSelfAttention attn(config);
+  torch::Tensor q = torch::randn({1, 2, 32, 8}, torch::kFloat64);
+  const torch::Tensor expected = attn->forward(q, q, q);
+  // CPU tensors take the reference path whatever DS_SPARSE_ATTENTION_PATH says; forcing the fused
+  // kernel on them is an error.
+  setenv("DS_SPARSE_ATTENTION_PATH", "fused", 1);
+  const torch::Tensor with_env = attn->forward(q, q, q);
+  unsetenv("DS_SPARSE_ATTENTION_PATH");
+  EXPECT_TRUE(with_env.equal(expected));
+  attn->set_attention_path(AttentionPath::Unfused);
+  EXPECT_TRUE(attn->forward(q, q, q).equal(expected));
+  attn->set_attention_path(AttentionPath::Fused);
+  DS_EXPECT_THROW_MSG(attn->forward(q, q, q), c10::ValueError, "path 'fused' needs CUDA tensors, q is on cpu");
+  EXPECT_EQ(parse_attention_path("unfused"), AttentionPath::Unfused);
+  DS_EXPECT_THROW_MSG(parse_attention_path("flash", "path"), c10::ValueError,
+                      "path must be 'auto', 'fused' or 'unfused', got 'flash'");
+  LayoutTables t = LayoutTables::build(config->make_layout(32), 16);
+  EXPECT_NE(fused_attention_unsupported(q, t, {}).find("CUDA tensors"), std::string::npos);
 }
 
 TEST(SparseSelfAttention, ReducedPrecision) {
@@ -168,7 +212,9 @@ TEST(SparseSelfAttention, CacheIsPerModuleAndFollowsTheLayout) {
   test::DenseSoftmaxArgs r;
   r.scale = 1.0 / std::sqrt(8.0);
   EXPECT_LT(rel_error(a->forward(q, k, v), test::dense_attention(q, k, v, a->get_layout(96), 16, r)), 1e-13);
-  EXPECT_LT(rel_error(b->forward(q, k, v), test::dense_attention(q, k, v, b->get_layout(96), 16, r)), 1e-13);
+  test::DenseSoftmaxArgs r_uni = r;  // LocalSlidingWindow is unidirectional: causal diagonal blocks
+  r_uni.causal_diagonal = true;
+  EXPECT_LT(rel_error(b->forward(q, k, v), test::dense_attention(q, k, v, b->get_layout(96), 16, r_uni)), 1e-13);
   EXPECT_EQ(a->cached_layouts(), 1u);
   a->forward(q.narrow(2, 0, 90), k.narrow(2, 0, 90), v.narrow(2, 0, 90));  // 90 -> the same 6 blocks
   EXPECT_EQ(a->cached_layouts(), 1u);

@@ -220,6 +220,43 @@ def test_blocksparse_softmax_masks_rpe_and_nan_rows():
                                     eps=1e-6, atol=1e-7, fast_mode=True)
 
 
+def test_classes_keep_tables_and_match_the_ops():
+    """torch.classes.ds.SparseAttention / BlockSparseMatMul / BlockSparseSoftmax (tables built once)."""
+    torch.manual_seed(6)
+    layout = random_layout(2, 4, 4, 0.5, 7)
+    q, k, v = leaf(2, 2, 60, 8), leaf(2, 2, 60, 8), leaf(2, 2, 60, 8)
+    kpm = torch.zeros(2, 60, dtype=torch.float64)
+    kpm[1, -4:] = -INF
+    attn = torch.classes.ds.SparseAttention(layout, 16)
+    out = attn.forward(q, k, v, key_padding_mask=kpm)
+    ref = torch.ops.ds.sparse_attention(q, k, v, layout, 16, key_padding_mask=kpm)
+    assert rel_err(out, ref) < 1e-14
+    g = torch.autograd.grad(out.sum(), (q, k, v))
+    g_ref = torch.autograd.grad(ref.sum(), (q, k, v))
+    assert all(rel_err(a, b) < 1e-13 for a, b in zip(g, g_ref))
+    assert attn.resolve_path(q) == "unfused"  # CPU tensors: the reference path
+    # Unidirectional: causal diagonal blocks, as the op with causal_diagonal=True and dense causal.
+    tril = torch.ones(2, 4, 4, dtype=torch.long).tril()
+    uni = torch.classes.ds.SparseAttention(tril, 16, "auto", True)
+    causal = torch.ones(60, 60, dtype=torch.float64).tril()
+    assert rel_err(uni.forward(q, k, v), dense_attention(q, k, v, tril, 16, am=causal)) < 1e-12
+    assert rel_err(torch.ops.ds.sparse_attention(q, k, v, tril, 16, causal_diagonal=True),
+                   dense_attention(q, k, v, tril, 16, am=causal)) < 1e-12
+    try:
+        torch.classes.ds.SparseAttention(layout, 16, "fused").forward(q, k, v)
+    except (RuntimeError, ValueError) as e:
+        assert "path 'fused' needs CUDA tensors" in str(e), str(e)[:300]
+    else:
+        raise AssertionError("the fused path must be refused on CPU tensors")
+    mm = torch.classes.ds.BlockSparseMatMul(layout, 16, "sdd", False, True)
+    a, b = leaf(2, 2, 64, 8), leaf(2, 2, 64, 8)
+    c = mm.forward(a, b)
+    assert rel_err(c, torch.ops.ds.blocksparse_matmul(a, b, layout, 16, "sdd", False, True)) == 0
+    sm = torch.classes.ds.BlockSparseSoftmax(layout, 16)
+    y = sm.forward(c, 0.5, attn_mask=torch.ones(64, 64, dtype=torch.float64), attn_mask_mode="mul")
+    assert rel_err(y, torch.ops.ds.blocksparse_softmax(c, layout, 16, 0.5)) < 1e-14
+
+
 def test_errors():
     layout = torch.ones(4, 2, 2, dtype=torch.long)
     q = torch.randn(1, 2, 32, 16)
