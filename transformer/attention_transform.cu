@@ -1,5 +1,7 @@
 // Layout kernels of the fused attention; contracts in attention_transform.h. With d % 8 == 0 and
 // 16-byte aligned pointers a thread moves 8 elements of one head row at a time, else one.
+#include <type_traits>
+
 #include "ops/common/cuda_check.h"
 #include "ops/common/dispatch.cuh"
 #include "ops/nn/row_kernels.cuh"
@@ -16,20 +18,21 @@ using nn::kern::store_f;
 
 constexpr int kThreads = 256;
 
-template <typename T, int kVec>
+// Index: uint32_t when the tensor has < 2^31 elements (32-bit divisions are several times cheaper
+// than the emulated 64-bit ones, which would otherwise cost as much as the memory traffic).
+template <typename T, int kVec, typename Index>
 __global__ void qkv_bias_transform_kernel(const QkvTransformParams p) {
-  const int d = p.head_size, h_all = p.heads * d, h3 = 3 * h_all;
-  const int64_t steps = p.batch * p.seq * h3 / kVec;
-  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  const Index d = p.head_size, h_all = p.heads * d, h3 = 3 * h_all, batch = p.batch, seq = p.seq, heads = p.heads;
+  const Index steps = batch * seq * h3 / kVec;
+  const Index stride = gridDim.x * blockDim.x;
   const T* in = static_cast<const T*>(p.qkv);
   const T* bias = static_cast<const T*>(p.bias);
   T* out = static_cast<T*>(p.out);
-  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < steps; i += stride) {
-    const int64_t e = i * kVec;
-    const int64_t token = e / h3;
-    const int col = static_cast<int>(e - token * h3);
-    const int w = col / h_all, hd = col - w * h_all, head = hd / d, k = hd - head * d;
-    const int64_t b = token / p.seq, s = token - b * p.seq;
+  for (Index i = blockIdx.x * blockDim.x + threadIdx.x; i < steps; i += stride) {
+    const Index e = i * kVec;
+    const Index token = e / h3, col = e - token * h3;
+    const Index w = col / h_all, hd = col - w * h_all, head = hd / d, k = hd - head * d;
+    const Index b = token / seq, s = token - b * seq;
     float v[kVec];
     load_f<T, kVec>(in + e, v);
     if (bias) {
@@ -38,26 +41,37 @@ __global__ void qkv_bias_transform_kernel(const QkvTransformParams p) {
 #pragma unroll
       for (int j = 0; j < kVec; ++j) v[j] += bv[j];
     }
-    store_f<T, kVec>(out + (((w * p.batch + b) * p.heads + head) * p.seq + s) * d + k, v);
+    store_f<T, kVec>(out + (((w * batch + b) * heads + head) * seq + s) * d + k, v);
   }
 }
 
-template <typename T, int kVec>
+template <typename T, int kVec, typename Index>
 __global__ void swap_middle_kernel(const SwapMiddleParams p) {
-  const int64_t steps = p.a * p.m * p.n * p.k / kVec;
-  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  const Index a = p.a, m = p.m, n = p.n, k = p.k;
+  const Index steps = a * m * n * k / kVec;
+  const Index stride = gridDim.x * blockDim.x;
   const T* in = static_cast<const T*>(p.in);
   T* out = static_cast<T*>(p.out);
-  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < steps; i += stride) {
-    const int64_t e = i * kVec;
-    int64_t t = e / p.k;
-    const int64_t ki = e - t * p.k;
-    const int64_t ni = t % p.n;
-    t /= p.n;
-    const int64_t mi = t % p.m;
-    const int64_t ai = t / p.m;
-    nn::kern::copy_n<T, kVec>(out + ((ai * p.n + ni) * p.m + mi) * p.k + ki, in + e);
+  for (Index i = blockIdx.x * blockDim.x + threadIdx.x; i < steps; i += stride) {
+    const Index e = i * kVec;
+    Index t = e / k;
+    const Index ki = e - t * k;
+    Index t2 = t / n;
+    const Index ni = t - t2 * n;
+    const Index ai = t2 / m, mi = t2 - ai * m;
+    nn::kern::copy_n<T, kVec>(out + ((ai * n + ni) * m + mi) * k + ki, in + e);
   }
+}
+
+// Calls f(integral_constant kVec, Index{}) for the vector width and the index type.
+template <typename F>
+void dispatch_layout(bool vec, int64_t numel, F&& f) {
+  using std::integral_constant;
+  const bool small = numel < (int64_t(1) << 31);
+  if (vec && small) return f(integral_constant<int, kVecElems>{}, uint32_t{});
+  if (vec) return f(integral_constant<int, kVecElems>{}, uint64_t{});
+  if (small) return f(integral_constant<int, 1>{}, uint32_t{});
+  return f(integral_constant<int, 1>{}, uint64_t{});
 }
 
 template <typename T, int kVec, int kIters>
@@ -116,11 +130,11 @@ void launch_qkv_bias_transform(const QkvTransformParams& p, cudaStream_t stream)
   if (numel <= 0) return;
   const bool vec = p.head_size % kVecElems == 0 && aligned16(p.qkv) && aligned16(p.bias) && aligned16(p.out);
   DS_DISPATCH_SCALAR(p.kind, T, [&] {
-    if (vec) {
-      qkv_bias_transform_kernel<T, kVecElems><<<grid_1d(numel / kVecElems, kThreads), kThreads, 0, stream>>>(p);
-    } else {
-      qkv_bias_transform_kernel<T, 1><<<grid_1d(numel, kThreads), kThreads, 0, stream>>>(p);
-    }
+    dispatch_layout(vec, numel, [&](auto v, auto index) {
+      constexpr int kVec = decltype(v)::value;
+      qkv_bias_transform_kernel<T, kVec, decltype(index)>
+          <<<grid_1d(numel / kVec, kThreads), kThreads, 0, stream>>>(p);
+    });
   });
   DS_CUDA_CHECK_LAUNCH();
 }
@@ -130,11 +144,10 @@ void launch_swap_middle(const SwapMiddleParams& p, cudaStream_t stream) {
   if (numel <= 0) return;
   const bool vec = p.k % kVecElems == 0 && aligned16(p.in) && aligned16(p.out);
   DS_DISPATCH_SCALAR(p.kind, T, [&] {
-    if (vec) {
-      swap_middle_kernel<T, kVecElems><<<grid_1d(numel / kVecElems, kThreads), kThreads, 0, stream>>>(p);
-    } else {
-      swap_middle_kernel<T, 1><<<grid_1d(numel, kThreads), kThreads, 0, stream>>>(p);
-    }
+    dispatch_layout(vec, numel, [&](auto v, auto index) {
+      constexpr int kVec = decltype(v)::value;
+      swap_middle_kernel<T, kVec, decltype(index)><<<grid_1d(numel / kVec, kThreads), kThreads, 0, stream>>>(p);
+    });
   });
   DS_CUDA_CHECK_LAUNCH();
 }

@@ -1,5 +1,7 @@
 // Bias + GELU (tanh approximation) forward and backward; the backward also sums its output per
 // column (the FF1 bias gradient) in the same pass. Contracts in nn_kernels.h, math in gelu.h.
+#include <type_traits>
+
 #include "ops/common/cuda_check.h"
 #include "ops/common/dispatch.cuh"
 #include "ops/nn/row_kernels.cuh"
@@ -22,20 +24,22 @@ __device__ __forceinline__ float gelu_tanh_grad(float z) {
 }
 
 // kVec consecutive elements per step; with kVec == 8 a step never crosses a row (n % 8 == 0).
-template <typename T, int kVec>
+// Index: uint32_t below 2^31 elements (the column is a division per step; 64-bit ones are emulated).
+template <typename T, int kVec, typename Index>
 __global__ void bias_gelu_forward_kernel(const BiasGeluParams p) {
-  const int64_t steps = p.rows * p.n / kVec;
-  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  const Index n = p.n;
+  const Index steps = static_cast<Index>(p.rows) * n / kVec;
+  const Index stride = gridDim.x * blockDim.x;
   const T* x = static_cast<const T*>(p.x);
   const T* bias = static_cast<const T*>(p.bias);
   T* y = static_cast<T*>(p.y);
-  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < steps; i += stride) {
-    const int64_t e = i * kVec;
+  for (Index i = blockIdx.x * blockDim.x + threadIdx.x; i < steps; i += stride) {
+    const Index e = i * kVec;
     float v[kVec];
     load_f<T, kVec>(x + e, v);
     if (bias) {
       float b[kVec];
-      load_f<T, kVec>(bias + e % p.n, b);
+      load_f<T, kVec>(bias + e % n, b);
 #pragma unroll
       for (int j = 0; j < kVec; ++j) v[j] += b[j];
     }
@@ -106,14 +110,18 @@ __global__ void bias_gelu_backward_kernel(const BiasGeluBackwardParams p, float*
 void launch_bias_gelu_forward(const BiasGeluParams& p, cudaStream_t stream) {
   if (p.rows <= 0 || p.n <= 0) return;
   const bool vec = p.n % kVecElems == 0 && aligned16(p.x) && aligned16(p.bias) && aligned16(p.y);
+  const bool small = p.rows * p.n < (int64_t(1) << 31);
   constexpr int kThreads = 256;
   DS_DISPATCH_SCALAR(p.kind, T, [&] {
-    if (vec) {
-      bias_gelu_forward_kernel<T, kVecElems>
-          <<<grid_1d(p.rows * p.n / kVecElems, kThreads), kThreads, 0, stream>>>(p);
-    } else {
-      bias_gelu_forward_kernel<T, 1><<<grid_1d(p.rows * p.n, kThreads), kThreads, 0, stream>>>(p);
-    }
+    DS_BOOL_SWITCH(small, kSmall, [&] {
+      using Index = std::conditional_t<kSmall, uint32_t, uint64_t>;
+      if (vec) {
+        bias_gelu_forward_kernel<T, kVecElems, Index>
+            <<<grid_1d(p.rows * p.n / kVecElems, kThreads), kThreads, 0, stream>>>(p);
+      } else {
+        bias_gelu_forward_kernel<T, 1, Index><<<grid_1d(p.rows * p.n, kThreads), kThreads, 0, stream>>>(p);
+      }
+    });
   });
   DS_CUDA_CHECK_LAUNCH();
 }

@@ -80,7 +80,7 @@ __global__ void residual_ln_forward_kernel(const ResidualLnParams p) {
     }
   }
   const float var = block_sum1(q, red) / n + p.eps;
-  const float rstd = rsqrtf(var);
+  const float rstd = rsqrt_acc<T>(var);
   const T* gamma = static_cast<const T*>(p.gamma);
   const T* beta = static_cast<const T*>(p.beta);
   T* y = static_cast<T*>(p.y) + base;
@@ -124,7 +124,7 @@ __global__ void ln_backward_kernel(const LnBackwardParams p, float* part_gamma, 
       sums[2 * r] = sums[2 * r + 1] = 0.f;
       if (row >= p.rows) continue;  // uniform over the block
       const int64_t base = row * n;
-      rstd[r] = rsqrtf(p.var[row]);
+      rstd[r] = rsqrt_acc<T>(p.var[row]);
       const float mean = inv ? 0.f : p.mean[row];
 #pragma unroll
       for (int k = 0; k < kIters; ++k) {

@@ -83,6 +83,26 @@ __device__ __forceinline__ float round_to(float v) {
   return to_float(from_float<T>(v));
 }
 
+// exp and 1/sqrt: the fast intrinsics for fp16/bf16 data (their ~1e-6 relative error vanishes in
+// the final rounding), the accurate ones for fp32, whose results are compared at fp32 precision.
+template <typename T>
+__device__ __forceinline__ float exp_acc(float x) {
+  if constexpr (std::is_same_v<T, float>) {
+    return expf(x);
+  } else {
+    return __expf(x);
+  }
+}
+
+template <typename T>
+__device__ __forceinline__ float rsqrt_acc(float x) {
+  if constexpr (std::is_same_v<T, float>) {
+    return 1.f / sqrtf(x);
+  } else {
+    return rsqrtf(x);
+  }
+}
+
 // ---- reductions (butterflies: every lane ends with the same bits; fixed order: deterministic) ----
 
 __device__ __forceinline__ float warp_sum(float v) {

@@ -47,7 +47,7 @@ __global__ void attn_softmax_forward_kernel(const AttnSoftmaxParams p) {
     if ((lane + 32 * k) * kVec >= cols) continue;
 #pragma unroll
     for (int i = 0; i < kVec; ++i) {
-      v[k][i] = __expf(v[k][i] - mx);
+      v[k][i] = exp_acc<T>(v[k][i] - mx);
       sum += v[k][i];
     }
   }
