@@ -8,6 +8,10 @@
 #include "ops/nn/softmax.h"
 #include "transformer/transformer_config.h"
 
+#if DS_WITH_CUDA
+#include "transformer/layer_fused.h"
+#endif
+
 namespace ds::transformer {
 namespace {
 
@@ -154,6 +158,9 @@ void check_precision(const DeepSpeedTransformerConfig& c, at::ScalarType dt, con
 
 at::Tensor layer_forward(const at::Tensor& input, const at::Tensor& mask, const LayerWeights& w,
                          const LayerSpec& spec, DropoutStream rng, SavedActivations* keep) {
+#if DS_WITH_CUDA
+  if (fused_path_applies(input, w, spec)) return layer_forward_fused(input, mask, w, spec, rng, keep);
+#endif
   const bool pre = spec.pre_layer_norm;
   const double eps = spec.layer_norm_eps;
   const int64_t b = input.size(0), s = input.size(1), h = input.size(2), heads = spec.heads, d = h / heads;
@@ -219,6 +226,9 @@ at::Tensor layer_forward(const at::Tensor& input, const at::Tensor& mask, const 
 
 LayerGrads layer_backward(const at::Tensor& grad_output, const LayerWeights& w, const LayerSpec& spec,
                           const SavedActivations& sv) {
+#if DS_WITH_CUDA
+  if (fused_path_applies(grad_output, w, spec)) return layer_backward_fused(grad_output, w, spec, sv);
+#endif
   const bool pre = spec.pre_layer_norm;
   const bool inv = spec.normalize_invertible;
   const int64_t b = grad_output.size(0), s = grad_output.size(1), h = grad_output.size(2), heads = spec.heads,

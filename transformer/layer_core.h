@@ -1,6 +1,6 @@
 // The transformer layer as two plain functions: a forward that says what it keeps for backward,
 // and an explicit backward that uses only that. The autograd Function (transformer_function.h)
-// and the Python op wrap them; the CUDA path of issue 12 plugs in here, behind the same structs.
+// and the Python op wrap them; the fused CUDA path (layer_fused.h) plugs in here, behind the same structs.
 //
 // Dataflow (DeepSpeed's BertTransformerLayer<T>::Forward, deepspeed-behaviour.md §2.5):
 //  pre-LN:  inp_norm = LN(x; norm_w, norm_b)
@@ -14,15 +14,14 @@
 // Dropout sites of one call: attention probabilities, attention output, layer output; site k draws
 // from Philox stream (seed, offset + k) (ops/nn/dropout.h).
 //
-// Where the CUDA path (transformer kernel part 2, issue 12) plugs in:
-//  - layer_forward/layer_backward are compositions of the ops/nn functions and ATen GEMMs; each ops/nn
-//    function dispatches on its tensors' device, so once those get CUDA kernels this composition
-//    runs on the GPU unchanged (the "CPU-path composition on the GPU" of the benchmark).
-//  - A fused path for CUDA tensors can replace the bodies (dispatch on input.is_cuda() at the top of
-//    each) as long as it keeps this header's contract: the same SavedActivations fields per flag (the
-//    saved-bytes test and tool read them back from the autograd node), masks bit-packed in
-//    ops/nn/philox.h's layout, and site k of a call drawing from (seed, offset + k), so GPU and CPU
-//    results can be compared with dropout on.
+// Paths (chosen at the top of layer_forward / layer_backward):
+//  - the composition here of the ops/nn functions and ATen GEMMs: the CPU path, and on the GPU
+//    (each ops/nn function runs its CUDA kernel for CUDA tensors) the "CPU-path composition on the
+//    GPU" of the benchmark (spec.fused = false), and the float64 GPU reference of the tests;
+//  - the fused CUDA path (layer_fused.h) for CUDA tensors when fused_path_applies. It keeps this
+//    header's contract: the same SavedActivations fields per flag (the saved-bytes test and tool read
+//    them back from the autograd node), masks bit-packed in ops/nn/philox.h's layout, and site k of a
+//    call drawing from (seed, offset + k), so GPU and CPU results compare with dropout on.
 #pragma once
 
 #include <ATen/ATen.h>
@@ -68,7 +67,8 @@ struct LayerSpec {
   bool attn_dropout_checkpoint = false;
   bool normalize_invertible = false;
   bool gelu_checkpoint = false;
-  bool stochastic_mode = false;  // accepted; the CPU path is deterministic either way
+  bool stochastic_mode = false;  // accepted; both paths are deterministic either way (no atomics)
+  bool fused = true;             // CUDA tensors: the fused path when it applies; false: the composition
 
   static LayerSpec from_config(const DeepSpeedTransformerConfig& c, bool training);
   bool has_dropout() const { return attn_dropout_ratio > 0 || hidden_dropout_ratio > 0; }

@@ -6,19 +6,19 @@
 
 namespace ds::transformer {
 
-SavedBytes measure_saved_bytes(const DeepSpeedTransformerConfig& cfg, int64_t batch, int64_t seq,
-                               at::ScalarType dtype) {
+SavedBytes measure_saved_bytes(const DeepSpeedTransformerConfig& cfg, int64_t batch, int64_t seq, at::ScalarType dtype,
+                               at::Device device) {
   DeepSpeedTransformerConfig c = cfg;
   c.fp16 = dtype == at::kHalf;
   c.bf16 = dtype == at::kBFloat16;
   if (c.initializer_range < 0) c.initializer_range = 0.02;
   if (c.num_hidden_layers <= 0) c.num_hidden_layers = 1;
   DeepSpeedTransformerLayer layer(c);
-  layer->to(dtype);
+  layer->to(device, dtype);
   layer->train();
   torch::AutoGradMode grad(true);
-  auto x = torch::randn({batch, seq, c.hidden_size}).to(dtype).requires_grad_(true);
-  auto mask = torch::zeros({batch, 1, 1, seq}).to(dtype);
+  auto x = torch::randn({batch, seq, c.hidden_size}).to(device, dtype).requires_grad_(true);
+  auto mask = torch::zeros({batch, 1, 1, seq}).to(device, dtype);
   auto out = layer->forward(x, mask);
   return saved_for_backward(out);
 }

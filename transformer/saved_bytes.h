@@ -15,9 +15,10 @@
 
 namespace ds::transformer {
 
-// cfg's sizes, ratios and flags; the layer and a random input in `dtype` on the CPU; a random
-// [B, 1, 1, S] mask. The 12 parameters are not counted (see SavedBytes).
-SavedBytes measure_saved_bytes(const DeepSpeedTransformerConfig& cfg, int64_t batch, int64_t seq, at::ScalarType dtype);
+// cfg's sizes, ratios and flags; the layer and a random input in `dtype` on `device` (a CUDA device
+// measures the fused GPU path); a [B, 1, 1, S] mask. The 12 parameters are not counted (see SavedBytes).
+SavedBytes measure_saved_bytes(const DeepSpeedTransformerConfig& cfg, int64_t batch, int64_t seq, at::ScalarType dtype,
+                               at::Device device = at::kCPU);
 
 // What each flag should save, from the shapes alone (elem = bytes of one activation element,
 // stat = bytes of one LayerNorm statistic):

@@ -10,6 +10,12 @@
 // The op is stateless, so its dropout stream comes from Torch's default CPU generator: each
 // training call with dropout draws one 64-bit offset (and the seed too when config "seed" is -1),
 // like torch.nn.functional.dropout consumes the generator; torch.manual_seed makes calls repeat.
+// CUDA tensors run the fused path (transformer/layer_fused.h) where it applies.
+//
+//   torch.ops.ds.transformer_layer_composed(...)   same arguments; CUDA tensors run the composition
+//                                                  of ops/nn functions instead (benchmark baseline)
+//   torch.ops.ds.transformer_saved_bytes(out)      bytes the layer call that made `out` keeps for
+//                                                  backward (activations, masks, statistics)
 #include <torch/library.h>
 #include <torch/torch.h>
 
@@ -26,8 +32,8 @@ uint64_t draw_u64() {
   return static_cast<uint64_t>(torch::randint(std::numeric_limits<int64_t>::max(), {1}, torch::kLong).item<int64_t>());
 }
 
-at::Tensor transformer_layer_op(const at::Tensor& input, const at::Tensor& attention_mask, at::TensorList params,
-                                c10::string_view config_json, bool training) {
+at::Tensor run_layer(const at::Tensor& input, const at::Tensor& attention_mask, at::TensorList params,
+                     c10::string_view config_json, bool training, bool fused) {
   ds::DeepSpeedTransformerConfig cfg;
   try {
     const std::string_view text(config_json.data(), config_json.size());
@@ -47,7 +53,8 @@ at::Tensor transformer_layer_op(const at::Tensor& input, const at::Tensor& atten
               "ds::transformer_layer: inter_w must be [", cfg.resolved_intermediate_size(), ", ", cfg.hidden_size,
               "] (config intermediate_size), got ", params[6].sizes());
   ds::transformer::check_precision(cfg, input.scalar_type(), "ds::transformer_layer");
-  const auto spec = ds::transformer::LayerSpec::from_config(cfg, training);
+  auto spec = ds::transformer::LayerSpec::from_config(cfg, training);
+  spec.fused = fused;
   ds::transformer::DropoutStream rng;
   if (training && spec.has_dropout()) {
     rng.seed = cfg.seed >= 0 ? static_cast<uint64_t>(cfg.seed) : draw_u64();
@@ -58,6 +65,20 @@ at::Tensor transformer_layer_op(const at::Tensor& input, const at::Tensor& atten
                                                   spec, rng, training);
 }
 
+at::Tensor transformer_layer_op(const at::Tensor& input, const at::Tensor& attention_mask, at::TensorList params,
+                                c10::string_view config_json, bool training) {
+  return run_layer(input, attention_mask, params, config_json, training, /*fused=*/true);
+}
+
+at::Tensor transformer_layer_composed_op(const at::Tensor& input, const at::Tensor& attention_mask,
+                                         at::TensorList params, c10::string_view config_json, bool training) {
+  return run_layer(input, attention_mask, params, config_json, training, /*fused=*/false);
+}
+
+int64_t transformer_saved_bytes_op(const at::Tensor& output) {
+  return ds::transformer::saved_for_backward(output).total;
+}
+
 }  // namespace
 
 TORCH_LIBRARY_FRAGMENT(ds, m) {
@@ -65,4 +86,9 @@ TORCH_LIBRARY_FRAGMENT(ds, m) {
       "transformer_layer(Tensor input, Tensor attention_mask, Tensor[] params, str config_json, bool training) -> "
       "Tensor",
       &transformer_layer_op);
+  m.def(
+      "transformer_layer_composed(Tensor input, Tensor attention_mask, Tensor[] params, str config_json, "
+      "bool training) -> Tensor",
+      &transformer_layer_composed_op);
+  m.def("transformer_saved_bytes(Tensor output) -> int", &transformer_saved_bytes_op);
 }

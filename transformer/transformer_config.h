@@ -10,8 +10,8 @@
 //  - local_rank: DeepSpeed calls set_device(local_rank); place the layer with .to(device) instead.
 //    DeepSpeed also adjusts the output-projection init only when local_rank == 0; we do not tie
 //    the init to the rank (see output_init_std()).
-//  - stochastic_mode: DeepSpeed's faster non-deterministic kernels; the CPU path is deterministic
-//    either way (the CUDA path of issue 12 may use it).
+//  - stochastic_mode: DeepSpeed's faster non-deterministic kernels. Ours are deterministic and as
+//    fast either way (column sums without atomics, fixed reduction orders), so it changes nothing.
 //  - return_tuple: a Python calling convention; C++ forward returns a tensor.
 //  - training: DeepSpeed overwrites it from module.training every call; we read the module's flag.
 #pragma once

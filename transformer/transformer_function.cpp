@@ -23,6 +23,7 @@ void put_spec(AutogradContext* ctx, const LayerSpec& s) {
   ctx->saved_data["normalize_invertible"] = s.normalize_invertible;
   ctx->saved_data["gelu_checkpoint"] = s.gelu_checkpoint;
   ctx->saved_data["stochastic_mode"] = s.stochastic_mode;
+  ctx->saved_data["fused"] = s.fused;
 }
 
 LayerSpec get_spec(AutogradContext* ctx) {
@@ -36,6 +37,7 @@ LayerSpec get_spec(AutogradContext* ctx) {
   s.normalize_invertible = ctx->saved_data["normalize_invertible"].toBool();
   s.gelu_checkpoint = ctx->saved_data["gelu_checkpoint"].toBool();
   s.stochastic_mode = ctx->saved_data["stochastic_mode"].toBool();
+  s.fused = ctx->saved_data["fused"].toBool();
   return s;
 }
 

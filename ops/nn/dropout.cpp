@@ -34,8 +34,11 @@ at::Tensor dropout_make_mask(int64_t numel, double ratio, uint64_t seed, uint64_
   constexpr const char* op = "dropout_make_mask";
   check_ratio(ratio, op);
   TORCH_CHECK(numel >= 0, op, ": numel must be >= 0, got ", numel);
-  TORCH_CHECK(!device.is_cuda(), op, ": the CUDA path is not built yet (transformer kernel part 2, issue 12)");
-  TORCH_CHECK(device.is_cpu(), op, ": only CPU masks are supported, got device ", device);
+#if DS_WITH_CUDA
+  if (device.is_cuda()) return cuda::make_mask(numel, ratio, seed, offset, device);
+#endif
+  TORCH_CHECK(device.is_cpu(), op, ": masks are made on the CPU or a CUDA device (builds with CUDA), got device ",
+              device);
   const int64_t nbytes = dropout_mask_bytes(numel);
   auto mask = at::empty({nbytes}, at::TensorOptions().dtype(at::kByte).device(device));
   uint8_t* out = mask.data_ptr<uint8_t>();
@@ -61,6 +64,9 @@ DropoutOutput dropout_forward(const at::Tensor& x, double ratio, uint64_t seed, 
   detail::check_floating(x, op, "x");
   check_ratio(ratio, op);
   if (ratio == 0.0) return {x, at::Tensor()};
+#if DS_WITH_CUDA
+  if (detail::cuda_kernels(x)) return cuda::dropout_forward(x, ratio, seed, offset);
+#endif
   DropoutOutput out;
   out.mask = dropout_make_mask(x.numel(), ratio, seed, offset, x.device());
   out.y = (x.to(detail::acc_type(x.scalar_type())) * keep_scale(out.mask, x, ratio)).to(x.scalar_type());
@@ -73,6 +79,9 @@ at::Tensor dropout_apply(const at::Tensor& x, const at::Tensor& mask, double rat
   check_ratio(ratio, op);
   if (ratio == 0.0) return x;
   check_mask(mask, x.numel(), op);
+#if DS_WITH_CUDA
+  if (detail::cuda_kernels(x) && mask.device() == x.device()) return cuda::dropout_apply(x, mask, ratio);
+#endif
   return (x.to(detail::acc_type(x.scalar_type())) * keep_scale(mask, x, ratio)).to(x.scalar_type());
 }
 
@@ -88,6 +97,12 @@ DropoutOutput bias_dropout_residual_forward(const at::Tensor& x, const at::Tenso
               residual.sizes());
   TORCH_CHECK(!bias.defined() || (bias.dim() == 1 && bias.size(0) == x.size(-1)), op, ": bias must have shape [",
               x.size(-1), "] (x's last dim), got ", bias.sizes());
+#if DS_WITH_CUDA
+  if (detail::cuda_kernels(x, {bias, residual}) && cuda::row_supported(x.size(-1))) {
+    auto r = cuda::residual_ln_forward(x, bias, residual, {ratio, seed, offset}, {}, {}, 0.0, /*keep_sum=*/true);
+    return {r.sum, r.mask};
+  }
+#endif
   const auto acc = detail::acc_type(x.scalar_type());
   auto z = bias.defined() ? x.to(acc) + bias.to(acc) : x.to(acc);
   DropoutOutput out;

@@ -69,6 +69,10 @@ LayerNormOutput layer_norm_forward(const at::Tensor& x, const at::Tensor& gamma,
   const int64_t h = hidden_of(x, gamma, kFwd);
   TORCH_CHECK(beta.sizes() == gamma.sizes(), kFwd, ": beta must have shape [", h, "], got ", beta.sizes());
   TORCH_CHECK(eps >= 0, kFwd, ": eps must be >= 0, got ", eps);
+#if DS_WITH_CUDA
+  if (detail::cuda_kernels(x, {gamma, beta}) && cuda::row_supported(h))
+    return cuda::residual_ln_forward(x, {}, {}, {}, gamma, beta, eps, /*keep_sum=*/false).ln;
+#endif
 
   const auto acc = detail::acc_type(x.scalar_type());
   auto x2 = x.reshape({-1, h}).to(acc);
@@ -90,6 +94,11 @@ LayerNormGrads layer_norm_backward(const at::Tensor& grad_y, const at::Tensor& x
   const int64_t rows = x.numel() / h;
   check_stat(mean, rows, op, "mean");
   check_stat(var, rows, op, "var");
+#if DS_WITH_CUDA
+  if (detail::cuda_kernels(grad_y, {x, gamma, grad_residual}) && mean.scalar_type() == at::kFloat &&
+      var.scalar_type() == at::kFloat && cuda::row_supported(h))
+    return cuda::layer_norm_backward(grad_y, {}, x, mean, {}, {}, var, gamma, grad_residual);
+#endif
   const auto acc = detail::acc_type(x.scalar_type());
   auto rstd = var.reshape({rows}).to(acc).rsqrt();
   auto xhat = (x.reshape({rows, h}).to(acc) - mean.reshape({rows, 1}).to(acc)) * rstd.unsqueeze(1);
@@ -108,6 +117,11 @@ LayerNormGrads layer_norm_backward_invertible(const at::Tensor& grad_y, const at
   const int64_t rows = y.numel() / h;
   check_stat(var, rows, op, "var");
   check_invertible_gamma(gamma, "gamma");
+#if DS_WITH_CUDA
+  if (detail::cuda_kernels(grad_y, {y, gamma, beta, grad_residual}) && var.scalar_type() == at::kFloat &&
+      cuda::row_supported(h))
+    return cuda::layer_norm_backward(grad_y, {}, {}, {}, y, beta, var, gamma, grad_residual);
+#endif
   const auto acc = detail::acc_type(y.scalar_type());
   auto rstd = var.reshape({rows}).to(acc).rsqrt();
   auto xhat = (y.reshape({rows, h}).to(acc) - beta.to(acc)) / gamma.to(acc);

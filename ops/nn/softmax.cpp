@@ -11,16 +11,34 @@ at::Tensor attn_softmax_forward(const at::Tensor& scores, const at::Tensor& mask
   detail::check_floating(scores, op, "scores");
   TORCH_CHECK(scores.dim() >= 1 && scores.numel() > 0, op, ": scores must be a non-empty [..., Sq, Sk], got ",
               scores.sizes());
-  const auto acc = detail::acc_type(scores.scalar_type());
-  auto s = scores.to(acc);
   if (mask.defined()) {
     detail::check_floating(mask, op, "mask");
     bool ok = mask.dim() == scores.dim();
     for (int64_t i = 0; ok && i < mask.dim(); ++i) ok = mask.size(i) == 1 || mask.size(i) == scores.size(i);
     TORCH_CHECK(ok, op, ": mask ", mask.sizes(), " does not broadcast to scores ", scores.sizes(),
                 "; an attention mask is [B, 1, 1, S]");
-    s = s + mask.to(acc);
   }
+#if DS_WITH_CUDA
+  // The kernel adds one mask row per leading index ([B, 1, ..., 1, Sk], or [1, ..., 1, Sk], or none).
+  const int64_t sk = scores.size(-1);
+  bool row_mask = !mask.defined();
+  if (mask.defined() && scores.dim() >= 2 && mask.size(-1) == sk && mask.device() == scores.device()) {
+    row_mask = true;
+    for (int64_t i = 1; i + 1 < mask.dim(); ++i) row_mask = row_mask && mask.size(i) == 1;
+  }
+  if (detail::cuda_kernels(scores) && row_mask && cuda::attn_softmax_supported(sk)) {
+    at::Tensor rows;
+    int64_t per = 1;
+    if (mask.defined()) {
+      rows = mask.reshape({mask.size(0), sk}).to(at::kFloat);
+      per = scores.numel() / sk / mask.size(0);
+    }
+    return cuda::attn_softmax_forward(scores, rows, per, {}, /*in_place=*/false).probs;
+  }
+#endif
+  const auto acc = detail::acc_type(scores.scalar_type());
+  auto s = scores.to(acc);
+  if (mask.defined()) s = s + mask.to(acc);
   return at::softmax(s, -1).to(scores.scalar_type());
 }
 
@@ -30,6 +48,10 @@ at::Tensor softmax_backward(const at::Tensor& grad_probs, const at::Tensor& prob
   detail::check_device(probs, op, "probs");
   TORCH_CHECK(grad_probs.sizes() == probs.sizes(), op, ": grad_probs must have probs' shape ", probs.sizes(), ", got ",
               grad_probs.sizes());
+#if DS_WITH_CUDA
+  if (detail::cuda_kernels(grad_probs, {probs}) && cuda::attn_softmax_supported(probs.size(-1)))
+    return cuda::attn_softmax_backward(grad_probs, probs, {}, 0.0, /*in_place=*/false);
+#endif
   const auto acc = detail::acc_type(probs.scalar_type());
   auto p = probs.to(acc);
   auto g = grad_probs.to(acc);

@@ -1,5 +1,6 @@
 // transformer_saved_bytes: the bytes one DeepSpeedTransformerLayer keeps for backward, per memory
-// flag, measured (not computed): each row builds the layer in the chosen dtype on the CPU, runs
+// flag, measured (not computed): each row builds the layer in the chosen dtype on the CPU (or, with
+// --device cuda, on the GPU: the fused path), runs
 // one training forward and reads back what its autograd node holds. The measurement runs at a small
 // batch and is scaled to --batch after checking that it is linear in the batch (bytes at 2 x the
 // small batch == 2 x bytes at the small batch, exactly); otherwise it runs at --batch itself.
@@ -20,13 +21,13 @@ struct Row {
 };
 
 int64_t measured(const ds::DeepSpeedTransformerConfig& c, int64_t batch, int64_t small, int64_t seq,
-                 at::ScalarType dt) {
-  const int64_t b1 = ds::transformer::measure_saved_bytes(c, small, seq, dt).total;
-  const int64_t b2 = ds::transformer::measure_saved_bytes(c, 2 * small, seq, dt).total;
+                 at::ScalarType dt, at::Device dev) {
+  const int64_t b1 = ds::transformer::measure_saved_bytes(c, small, seq, dt, dev).total;
+  const int64_t b2 = ds::transformer::measure_saved_bytes(c, 2 * small, seq, dt, dev).total;
   if (b2 == 2 * b1 && batch % small == 0) return b1 * (batch / small);
   std::fprintf(stderr, "note: not linear in the batch at seq %lld (%lld vs 2 x %lld), measuring at batch %lld\n",
                (long long)seq, (long long)b2, (long long)b1, (long long)batch);
-  return ds::transformer::measure_saved_bytes(c, batch, seq, dt).total;
+  return ds::transformer::measure_saved_bytes(c, batch, seq, dt, dev).total;
 }
 
 }  // namespace
@@ -37,6 +38,7 @@ int main(int argc, char** argv) {
   double attn_p = 0.1, hidden_p = 0.1;
   std::vector<int64_t> seqs{128, 512};
   std::string dtype = "fp16";
+  std::string device = "cpu";
   bool post_ln = false;
   app.add_option("--hidden", hidden, "hidden size")->capture_default_str();
   app.add_option("--heads", heads, "attention heads")->capture_default_str();
@@ -51,9 +53,13 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"fp16", "bf16", "fp32"}))
       ->capture_default_str();
   app.add_flag("--post-ln", post_ln, "post-LN layer (default pre-LN, as bing_bert)");
+  app.add_option("--device", device, "where the layer runs: cpu, or cuda (the fused GPU path)")
+      ->check(CLI::IsMember({"cpu", "cuda"}))
+      ->capture_default_str();
   CLI11_PARSE(app, argc, argv);
 
   const at::ScalarType dt = dtype == "fp16" ? at::kHalf : dtype == "bf16" ? at::kBFloat16 : at::kFloat;
+  const at::Device dev = device == "cuda" ? at::Device(at::kCUDA, 0) : at::Device(at::kCPU);
   const int64_t elem = dt == at::kFloat ? 4 : 2;
   torch::manual_seed(0);
   ds::DeepSpeedTransformerConfig base;
@@ -75,9 +81,10 @@ int main(int argc, char** argv) {
   std::printf(
       "Bytes saved for backward by one %s layer: H %lld, heads %lld, I %lld, batch %lld, %s activations "
       "(LayerNorm statistics fp32, dropout masks 1 bit/element), dropout %.2g/%.2g.\n"
-      "Measured on the CPU at batch %lld and 2x that (checked linear), scaled to batch %lld.\n\n",
+      "Measured on the %s at batch %lld and 2x that (checked linear), scaled to batch %lld.\n\n",
       post_ln ? "post-LN" : "pre-LN", (long long)hidden, (long long)heads, (long long)inter, (long long)batch,
-      dtype.c_str(), attn_p, hidden_p, (long long)small, (long long)batch);
+      dtype.c_str(), attn_p, hidden_p, device == "cuda" ? "GPU (fused path)" : "CPU", (long long)small,
+      (long long)batch);
   std::printf(
       "| seq | flags | saved MiB / layer | saved by the flag MiB | expected MiB | vs none | x%lld layers GiB |\n",
       (long long)layers);
@@ -90,7 +97,7 @@ int main(int argc, char** argv) {
       c.attn_dropout_checkpoint = r.attn_ckpt;
       c.normalize_invertible = r.invertible;
       c.gelu_checkpoint = r.gelu_ckpt;
-      const int64_t bytes = measured(c, batch, small, seq, dt);
+      const int64_t bytes = measured(c, batch, small, seq, dt, dev);
       if (!r.attn_ckpt && !r.invertible && !r.gelu_ckpt) none_bytes = bytes;
       const auto e = ds::transformer::expected_flag_savings(base, batch, seq, elem, 4);
       const int64_t expect = (r.attn_ckpt ? e.attn_dropout_checkpoint : 0) +
