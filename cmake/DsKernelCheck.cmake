@@ -28,3 +28,44 @@ endforeach()
 list(LENGTH _objs _n)
 add_custom_target(kernel_check ALL DEPENDS ${_objs})
 message(STATUS "kernel_check: ${_n} .cu files compiled with ${DS_NVCC} for sm_90a and sm_80")
+
+# The Torch boundaries of the CUDA kernels (*_cuda.cpp) are only built with a CUDA Torch; here they
+# are at least compiled (-fsyntax-only) against this Torch's headers, which include c10/cuda, so CI
+# catches their mistakes too.
+file(GLOB_RECURSE _cuda_cpp CONFIGURE_DEPENDS
+     ${CMAKE_SOURCE_DIR}/ops/*_cuda.cpp ${CMAKE_SOURCE_DIR}/engine/*_cuda.cpp
+     ${CMAKE_SOURCE_DIR}/sparse_attention/*_cuda.cpp ${CMAKE_SOURCE_DIR}/transformer/*_cuda.cpp
+     ${CMAKE_SOURCE_DIR}/examples/*_cuda.cpp)
+get_filename_component(_cuda_root ${DS_NVCC} DIRECTORY)
+get_filename_component(_cuda_root ${_cuda_root} DIRECTORY)
+set(_inc_flags "")
+foreach(_d IN LISTS TORCH_INCLUDE_DIRS)
+  # /usr/include is the compiler's own system path; re-adding it with -isystem breaks #include_next.
+  if(NOT _d STREQUAL "/usr/include")
+    list(APPEND _inc_flags -isystem ${_d})
+  endif()
+endforeach()
+# Debian's CPU-only LibTorch ships c10/cuda's headers but not the header its CUDA build generates;
+# this stand-in has the same content as a CUDA build's (shared library: nothing else to define).
+set(_shim ${CMAKE_BINARY_DIR}/kernel_check/shim)
+if(NOT EXISTS ${_shim}/c10/cuda/impl/cuda_cmake_macros.h)
+  file(WRITE ${_shim}/c10/cuda/impl/cuda_cmake_macros.h
+       "#pragma once\n// Stand-in for LibTorch's generated header (kernel_check only).\n#define C10_CUDA_BUILD_SHARED_LIBS\n")
+endif()
+list(APPEND _inc_flags -isystem ${_shim})
+set(_stamps "")
+foreach(_f IN LISTS _cuda_cpp)
+  file(RELATIVE_PATH _rel ${CMAKE_SOURCE_DIR} ${_f})
+  string(REPLACE "/" "_" _name ${_rel})
+  set(_stamp ${CMAKE_BINARY_DIR}/kernel_check/${_name}.checked)
+  add_custom_command(OUTPUT ${_stamp}
+    COMMAND ${CMAKE_CXX_COMPILER} -std=c++17 -fsyntax-only -Wall -Wextra -DDS_WITH_CUDA=1
+            -I${CMAKE_SOURCE_DIR} -isystem ${_cuda_root}/include ${_inc_flags} ${_f}
+    COMMAND ${CMAKE_COMMAND} -E touch ${_stamp}
+    DEPENDS ${_f}
+    COMMENT "kernel_check: syntax of ${_rel} (DS_WITH_CUDA)" VERBATIM)
+  list(APPEND _stamps ${_stamp})
+endforeach()
+list(LENGTH _stamps _n)
+add_custom_target(kernel_check_boundaries ALL DEPENDS ${_stamps})
+message(STATUS "kernel_check: ${_n} *_cuda.cpp boundaries syntax-checked against the Torch headers")

@@ -37,6 +37,7 @@ struct Case {
   bool causal, kp, am, rpe, empty_row;
   int s_valid;
   bool bf16;
+  int nm = 0;  // 0, 12 (1:2) or 24 (2:4): dense (or, with causal, lower-triangular) layout of 64-blocks
 };
 
 template <typename T>
@@ -111,10 +112,21 @@ bool run_check(const Case& c, std::mt19937& rng) {
   std::vector<T> hq(n), hk(n), hv(n), hdo(n);
   for (auto* vec : {&hq, &hk, &hv, &hdo})
     for (auto& x : *vec) x = to_t<T>(nd(rng));
-  auto L = random_layout(c.layout_heads, nb, c.density, c.causal, c.empty_row, rng);
+  if (c.nm) {
+    // Integer q, k: every score is exact in fp32 and float64, so both select the same entries, ties
+    // (frequent with small integers) broken by index in both.
+    std::uniform_int_distribution<int> ui(-2, 2);
+    for (auto* vec : {&hq, &hk})
+      for (auto& x : *vec) x = to_t<T>(float(ui(rng)));
+  }
+  auto L = c.nm ? random_layout(c.layout_heads, nb, 1.0, c.causal, false, rng)
+                : random_layout(c.layout_heads, nb, c.density, c.causal, c.empty_row, rng);
   std::vector<float> kpad, abias, rpe;
   std::uniform_real_distribution<float> u(-1.f, 1.f);
-  if (c.kp) { kpad.resize(size_t(c.B) * c.S); for (auto& x : kpad) x = (u(rng) > 0.8f) ? -INFINITY : u(rng); }
+  if (c.kp) {  // with N:M only 0 / -inf, so the selection stays exact
+    kpad.resize(size_t(c.B) * c.S);
+    for (auto& x : kpad) x = (u(rng) > 0.8f) ? -INFINITY : (c.nm ? 0.f : u(rng));
+  }
   if (c.am) { abias.resize(size_t(c.S) * c.S); for (auto& x : abias) x = u(rng); }
   if (c.rpe) { rpe.resize(size_t(c.B) * c.H * c.S * c.S); for (auto& x : rpe) x = u(rng); }
   const float scale = 1.f / std::sqrt(float(c.D));
@@ -142,8 +154,20 @@ bool run_check(const Case& c, std::mt19937& rng) {
             if (c.rpe) s += rpe[((size_t(b) * c.H + h) * c.S + i) * c.S + j];
           }
           srow[j] = s;
-          mx = std::max(mx, s);
         }
+        if (c.nm) {  // keep the N largest of each group of M consecutive keys (ties -> lower index)
+          const int gm = c.nm % 10, gn = c.nm / 10;
+          std::vector<double> kept(srow.begin(), srow.end());
+          for (int j0 = 0; j0 < c.S; j0 += gm)
+            for (int i2 = j0; i2 < j0 + gm; ++i2) {
+              int rank = 0;
+              for (int j2 = j0; j2 < j0 + gm; ++j2)
+                if (j2 != i2) rank += srow[j2] > srow[i2] || (srow[j2] == srow[i2] && j2 < i2);
+              if (rank >= gn) kept[i2] = -INFINITY;
+            }
+          srow = kept;
+        }
+        for (int j = 0; j < c.S; ++j) mx = std::max(mx, srow[j]);
         if (mx == -INFINITY) continue;  // nothing to attend: zeros
         double sum = 0;
         for (int j = 0; j < c.S; ++j) sum += (prow[j] = std::exp(srow[j] - mx));
@@ -179,7 +203,7 @@ bool run_check(const Case& c, std::mt19937& rng) {
   bsa::Params p;
   p.kind = c.bf16 ? ScalarKind::BF16 : ScalarKind::F16;
   p.B = c.B; p.H = c.H; p.S = c.S; p.D = c.D; p.s_valid = c.s_valid; p.block = c.block;
-  p.layout_heads = c.layout_heads; p.causal_diagonal = c.causal; p.scale = scale;
+  p.layout_heads = c.layout_heads; p.causal_diagonal = c.causal; p.scale = scale; p.nm = c.nm;
   p.q = q.p; p.k = k.p; p.v = v.p; p.o = o.p; p.lse = lse.p;
   p.q_bs = int64_t(c.H) * c.S * c.D; p.q_hs = int64_t(c.S) * c.D; p.q_rs = c.D;
   p.k_bs = p.q_bs; p.k_hs = p.q_hs; p.k_rs = p.q_rs; p.o_bs = p.q_bs; p.o_hs = p.q_hs; p.o_rs = p.q_rs;
@@ -203,10 +227,10 @@ bool run_check(const Case& c, std::mt19937& rng) {
                  ev = rel_err(rdv, f(dv.down()));
     const bool pok = eo < 4 * uround && eq < 8 * uround && ek < 8 * uround && ev < 8 * uround;
     ok = ok && pok;
-    std::printf("%s %s B%d H%d S%-4d D%-3d blk%-3d LH%d dens%.2f %s%s%s%s%s sv%-4d | o %.2e dq %.2e dk %.2e dv %.2e\n",
+    std::printf("%s %s B%d H%d S%-4d D%-3d blk%-3d LH%d dens%.2f %s%s%s%s%s%s sv%-4d | o %.2e dq %.2e dk %.2e dv %.2e\n",
                 pok ? "ok  " : "FAIL", path ? "sm90" : "sm80", c.B, c.H, c.S, c.D, c.block, c.layout_heads, c.density,
                 c.bf16 ? "bf16" : "fp16", c.causal ? " causal" : "", c.kp ? " kp" : "", c.am ? " am" : "",
-                c.rpe ? " rpe" : "", c.s_valid, eo, eq, ek, ev);
+                c.rpe ? " rpe" : "", c.nm == 12 ? " nm1:2" : c.nm == 24 ? " nm2:4" : "", c.s_valid, eo, eq, ek, ev);
   }
   return ok;
 }
@@ -230,6 +254,13 @@ int check_all() {
   cases.push_back({1, 2, 256, 64, 128, 1, 0.5, false, false, false, false, false, 200, false});
   cases.push_back({2, 2, 256, 64, 16, 2, 0.3, false, false, false, false, true, 256, true});
   cases.push_back({1, 1, 1024, 64, 16, 1, 0.1, false, false, false, false, false, 1024, true});
+  // Dynamic N:M on a dense / causal layout of 64-blocks: both patterns, head sizes, masks, padding.
+  for (int nm : {12, 24})
+    for (int D : {32, 64, 128}) {
+      cases.push_back({2, 2, 256, D, 64, 1, 1.0, false, false, false, false, false, 256, true, nm});
+      cases.push_back({1, 2, 192, D, 64, 1, 1.0, true, false, false, false, false, 181, D == 64, nm});
+    }
+  cases.push_back({2, 2, 256, 64, 64, 1, 1.0, false, true, false, false, false, 250, true, 24});
   int fails = 0;
   for (const auto& c : cases) fails += c.bf16 ? !run_check<__nv_bfloat16>(c, rng) : !run_check<__half>(c, rng);
   std::printf("%d/%zu cases passed\n", int(cases.size()) - fails, cases.size());

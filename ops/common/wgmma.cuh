@@ -38,6 +38,15 @@ template <int N> __device__ __forceinline__ void wait() {
 // async-proxy reads after this fence in each writing thread, followed by a barrier.
 __device__ __forceinline__ void fence_proxy_async() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
 
+// The wgmma asm statements write their accumulators at issue time as far as the compiler knows; the
+// hardware writes them later, before wait() returns. Pass the accumulators through this after the
+// wait so no read of them is scheduled above it.
+template <int N>
+__device__ __forceinline__ void fence_operand(float (&r)[N]) {
+#pragma unroll
+  for (int i = 0; i < N; ++i) asm volatile("" : "+f"(r[i])::"memory");
+}
+
 template <typename T> struct TypeName;
 template <> struct TypeName<__half> { static constexpr const char* value = "f16"; };
 template <> struct TypeName<__nv_bfloat16> { static constexpr const char* value = "bf16"; };

@@ -11,6 +11,7 @@
 #include "ops/common/dispatch.cuh"
 #include "ops/common/numeric.cuh"
 #include "sparse_attention/fused/bsa_common.cuh"
+#include "sparse_attention/fused/nm_select.cuh"
 
 namespace ds::bsa {
 namespace {
@@ -32,7 +33,7 @@ __global__ void delta_kernel(const Params p) {
   if (lane == 0) p.delta[row] = s < p.s_valid ? acc : 0.f;
 }
 
-template <typename T, int D, int kChunk>
+template <typename T, int D, int kChunk, int kNM>
 __global__ void __launch_bounds__(kThreads) dq_kernel(const Params p) {
   using G = Geometry<T, D, kChunk>;
   extern __shared__ __align__(128) unsigned char smem_raw[];
@@ -124,13 +125,12 @@ __global__ void __launch_bounds__(kThreads) dq_kernel(const Params p) {
       mma_scores_pair<T, D>(acc_s[2 * jp], acc_s[2 * jp + 1], qf, sK + buf * G::kTileElems, jp * 16);
       mma_scores_pair<T, D>(acc_dp[2 * jp], acc_dp[2 * jp + 1], df, sV + buf * G::kTileElems, jp * 16);
     }
-    // dS = P * (dP - delta), P recomputed in fp32 from the saved LSE.
+    // dS = P * (dP - delta), P recomputed in fp32 from the saved LSE (after the same selection).
 #pragma unroll
     for (int j = 0; j < G::kN8; ++j) {
       const int slot = (j * 8) / kChunk;
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
-        const int ri = e >> 1;
         float s;
         if (!present[slot]) {
           s = -INFINITY;
@@ -138,12 +138,16 @@ __global__ void __launch_bounds__(kThreads) dq_kernel(const Params p) {
           s = acc_s[j][e] * scale_log2;
         } else {
           const int k_pos = key0[slot] + (j * 8 + 2 * t + (e & 1)) % kChunk;
-          s = acc_s[j][e] * scale_log2 + bias(my_row[ri], k_pos) * kLog2e;
+          s = acc_s[j][e] * scale_log2 + bias(my_row[e >> 1], k_pos) * kLog2e;
         }
-        const float pr = exp2f(s - lse2[ri]);
-        acc_s[j][e] = pr * (acc_dp[j][e] - delta[ri]);
+        acc_s[j][e] = s;
       }
     }
+    if constexpr (kNM != 0) nm_select<kNM / 10, kNM % 10, true, G::kN8>(&acc_s[0][0]);
+#pragma unroll
+    for (int j = 0; j < G::kN8; ++j)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) acc_s[j][e] = exp2f(acc_s[j][e] - lse2[e >> 1]) * (acc_dp[j][e] - delta[e >> 1]);
 #pragma unroll
     for (int kk = 0; kk < G::kN8 / 2; ++kk) {
       if (!present[(kk * 16) / kChunk]) continue;
@@ -170,7 +174,7 @@ __global__ void __launch_bounds__(kThreads) dq_kernel(const Params p) {
   }
 }
 
-template <typename T, int D, int kChunk>
+template <typename T, int D, int kChunk, int kNM>
 __global__ void __launch_bounds__(kThreads) dkdv_kernel(const Params p) {
   using G = Geometry<T, D, kChunk>;
   extern __shared__ __align__(128) unsigned char smem_raw[];
@@ -277,7 +281,6 @@ __global__ void __launch_bounds__(kThreads) dkdv_kernel(const Params p) {
       const int slot = (j * 8) / kChunk;
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
-        const int ri = e >> 1;
         const int col = j * 8 + 2 * t + (e & 1);
         float s;
         if (!present[slot]) {
@@ -285,14 +288,21 @@ __global__ void __launch_bounds__(kThreads) dkdv_kernel(const Params p) {
         } else if (plain) {
           s = acc_s[j][e] * scale_log2;
         } else {
-          const int q_pos = qpos0[slot] + col % kChunk;
-          s = acc_s[j][e] * scale_log2 + bias(q_pos, my_key[ri]) * kLog2e;
+          s = acc_s[j][e] * scale_log2 + bias(qpos0[slot] + col % kChunk, my_key[e >> 1]) * kLog2e;
         }
-        const float pr = exp2f(s - sL[buf * kTileRows + col]);
+        acc_s[j][e] = s;
+      }
+    }
+    if constexpr (kNM != 0) nm_select<kNM / 10, kNM % 10, false, G::kN8>(&acc_s[0][0]);
+#pragma unroll
+    for (int j = 0; j < G::kN8; ++j)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int col = j * 8 + 2 * t + (e & 1);
+        const float pr = exp2f(acc_s[j][e] - sL[buf * kTileRows + col]);
         acc_s[j][e] = pr;
         acc_dp[j][e] = pr * (acc_dp[j][e] - sDelta[buf * kTileRows + col]);
       }
-    }
 #pragma unroll
     for (int kk = 0; kk < G::kN8 / 2; ++kk) {
       if (!present[(kk * 16) / kChunk]) continue;
@@ -328,19 +338,19 @@ __global__ void __launch_bounds__(kThreads) dkdv_kernel(const Params p) {
   }
 }
 
-template <typename T, int D, int kChunk>
+template <typename T, int D, int kChunk, int kNM>
 void launch_bwd_typed(const Params& p, cudaStream_t stream) {
   const int grid = p.B * p.H * p.num_tiles;
   {
     constexpr int smem = 6 * kTileRows * D * sizeof(T);
-    auto kernel = dq_kernel<T, D, kChunk>;
+    auto kernel = dq_kernel<T, D, kChunk, kNM>;
     if (smem > 48 * 1024) DS_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
     kernel<<<grid, kThreads, smem, stream>>>(p);
     DS_CUDA_CHECK_LAUNCH();
   }
   {
     constexpr int smem = 6 * kTileRows * D * sizeof(T) + 4 * kTileRows * sizeof(float);
-    auto kernel = dkdv_kernel<T, D, kChunk>;
+    auto kernel = dkdv_kernel<T, D, kChunk, kNM>;
     if (smem > 48 * 1024) DS_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
     kernel<<<grid, kThreads, smem, stream>>>(p);
     DS_CUDA_CHECK_LAUNCH();
@@ -349,10 +359,11 @@ void launch_bwd_typed(const Params& p, cudaStream_t stream) {
 
 template <typename T, int D>
 void launch_bwd_chunk(const Params& p, cudaStream_t stream) {
+  if (p.nm != 0) return dispatch_nm(p.nm, [&](auto nm) { launch_bwd_typed<T, D, 64, decltype(nm)::value>(p, stream); });
   switch (p.chunk) {
-    case 16: return launch_bwd_typed<T, D, 16>(p, stream);
-    case 32: return launch_bwd_typed<T, D, 32>(p, stream);
-    case 64: return launch_bwd_typed<T, D, 64>(p, stream);
+    case 16: return launch_bwd_typed<T, D, 16, 0>(p, stream);
+    case 32: return launch_bwd_typed<T, D, 32, 0>(p, stream);
+    case 64: return launch_bwd_typed<T, D, 64, 0>(p, stream);
   }
   throw std::invalid_argument("fused block-sparse attention: chunk must be 16, 32 or 64");
 }

@@ -8,13 +8,14 @@
 #include "ops/common/cuda_check.h"
 #include "ops/common/dispatch.cuh"
 #include "sparse_attention/fused/bsa_sm90.cuh"
+#include "sparse_attention/fused/nm_select.cuh"
 
 namespace ds::bsa {
 namespace {
 
 constexpr int kBwdCols = 64;  // columns per step (registers: S, dP and the D-wide accumulators)
 
-template <typename T, int D, int kChunk>
+template <typename T, int D, int kChunk, int kNM>
 __global__ void __launch_bounds__(kThreads) dq_kernel_sm90(const Params p) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   constexpr int kCols = kBwdCols;
@@ -103,18 +104,24 @@ __global__ void __launch_bounds__(kThreads) dq_kernel_sm90(const Params p) {
     wg_scores<T, D, kTileRows, kTileRows, kCols>(acc_dp, desc_do, dv_k[buf]);
     wgmma::commit();
     wgmma::wait<0>();
+    wgmma::fence_operand(acc_s);
+    wgmma::fence_operand(acc_dp);
 #pragma unroll
     for (int j = 0; j < kN8; ++j) {
       const int slot = (j * 8) / kChunk;
       const int key0 = e0 + slot < e_end ? chunks[e0 + slot] * kChunk : 0;
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
-        const int ri = e >> 1;
         float s = acc_s[4 * j + e] * scale_log2;
-        if (!plain) s += bias(my_row[ri], key0 + (j * 8 + 2 * t + (e & 1)) % kChunk) * kLog2e;
-        const float pr = present[slot] ? fast_exp2(s - lse2[ri]) : 0.f;
-        acc_s[4 * j + e] = pr * (acc_dp[4 * j + e] - delta[ri]);
+        if (!plain) s += bias(my_row[e >> 1], key0 + (j * 8 + 2 * t + (e & 1)) % kChunk) * kLog2e;
+        acc_s[4 * j + e] = present[slot] ? s : -INFINITY;
       }
+    }
+    if constexpr (kNM != 0) nm_select<kNM / 10, kNM % 10, true, kN8>(acc_s);
+#pragma unroll
+    for (int i = 0; i < kN8 * 4; ++i) {
+      const int ri = (i >> 1) & 1;
+      acc_s[i] = fast_exp2(acc_s[i] - lse2[ri]) * (acc_dp[i] - delta[ri]);
     }
     uint32_t sf[kCols / 16][4];
     acc_to_a<T, kN8>(sf, acc_s);
@@ -126,6 +133,8 @@ __global__ void __launch_bounds__(kThreads) dq_kernel_sm90(const Params p) {
   }
   mma::cp_async_wait<0>();
 
+#pragma unroll
+  for (int nb = 0; nb < L::kColBlocks; ++nb) wgmma::fence_operand(acc_dq[nb]);
   T* dq = static_cast<T*>(p.dq) + qoff;
   constexpr int kON = L::kColBlockElems;
 #pragma unroll
@@ -142,7 +151,7 @@ __global__ void __launch_bounds__(kThreads) dq_kernel_sm90(const Params p) {
 #endif
 }
 
-template <typename T, int D, int kChunk>
+template <typename T, int D, int kChunk, int kNM>
 __global__ void __launch_bounds__(kThreads) dkdv_kernel_sm90(const Params p) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   constexpr int kCols = kBwdCols;
@@ -240,6 +249,8 @@ __global__ void __launch_bounds__(kThreads) dkdv_kernel_sm90(const Params p) {
     wg_scores<T, D, kTileRows, kTileRows, kCols>(acc_dp, desc_v, ddo_k[buf]);
     wgmma::commit();
     wgmma::wait<0>();
+    wgmma::fence_operand(acc_s);
+    wgmma::fence_operand(acc_dp);
     const float* l2 = sL + buf * kCols;
     const float* dl = sDelta + buf * kCols;
 #pragma unroll
@@ -248,14 +259,21 @@ __global__ void __launch_bounds__(kThreads) dkdv_kernel_sm90(const Params p) {
       const int qpos0 = e0 + slot < e_end ? chunks[e0 + slot] * kChunk : 0;
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
-        const int col = j * 8 + 2 * t + (e & 1);
         float s = acc_s[4 * j + e] * scale_log2;
-        if (!plain) s += bias(qpos0 + col % kChunk, my_key[e >> 1]) * kLog2e;
-        const float pr = present[slot] ? fast_exp2(s - l2[col]) : 0.f;
+        if (!plain) s += bias(qpos0 + (j * 8 + 2 * t + (e & 1)) % kChunk, my_key[e >> 1]) * kLog2e;
+        acc_s[4 * j + e] = present[slot] ? s : -INFINITY;
+      }
+    }
+    if constexpr (kNM != 0) nm_select<kNM / 10, kNM % 10, false, kN8>(acc_s);
+#pragma unroll
+    for (int j = 0; j < kN8; ++j)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int col = j * 8 + 2 * t + (e & 1);
+        const float pr = fast_exp2(acc_s[4 * j + e] - l2[col]);
         acc_s[4 * j + e] = pr;
         acc_dp[4 * j + e] = pr * (acc_dp[4 * j + e] - dl[col]);
       }
-    }
     uint32_t pf[kCols / 16][4], sf[kCols / 16][4];
     acc_to_a<T, kN8>(pf, acc_s);
     acc_to_a<T, kN8>(sf, acc_dp);
@@ -268,6 +286,11 @@ __global__ void __launch_bounds__(kThreads) dkdv_kernel_sm90(const Params p) {
   }
   mma::cp_async_wait<0>();
 
+#pragma unroll
+  for (int nb = 0; nb < L::kColBlocks; ++nb) {
+    wgmma::fence_operand(acc_dk[nb]);
+    wgmma::fence_operand(acc_dv[nb]);
+  }
   T* dk = static_cast<T*>(p.dk) + koff;
   T* dv = static_cast<T*>(p.dv) + koff;
   constexpr int kON = L::kColBlockElems;
@@ -289,20 +312,20 @@ __global__ void __launch_bounds__(kThreads) dkdv_kernel_sm90(const Params p) {
 #endif
 }
 
-template <typename T, int D, int kChunk>
+template <typename T, int D, int kChunk, int kNM>
 void launch_typed(const Params& p, cudaStream_t stream) {
   const int grid = p.B * p.H * p.num_tiles;
   constexpr int tile_bytes = Sm90Tile<D, kTileRows>::kElems * sizeof(T);
   {
     constexpr int smem = 6 * tile_bytes;
-    auto kernel = dq_kernel_sm90<T, D, kChunk>;
+    auto kernel = dq_kernel_sm90<T, D, kChunk, kNM>;
     DS_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
     kernel<<<grid, kThreads, smem, stream>>>(p);
     DS_CUDA_CHECK_LAUNCH();
   }
   {
     constexpr int smem = 6 * tile_bytes + 4 * kBwdCols * sizeof(float);
-    auto kernel = dkdv_kernel_sm90<T, D, kChunk>;
+    auto kernel = dkdv_kernel_sm90<T, D, kChunk, kNM>;
     DS_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
     kernel<<<grid, kThreads, smem, stream>>>(p);
     DS_CUDA_CHECK_LAUNCH();
@@ -311,10 +334,11 @@ void launch_typed(const Params& p, cudaStream_t stream) {
 
 template <typename T, int D>
 void launch_chunk(const Params& p, cudaStream_t stream) {
+  if (p.nm != 0) return dispatch_nm(p.nm, [&](auto nm) { launch_typed<T, D, 64, decltype(nm)::value>(p, stream); });
   switch (p.chunk) {
-    case 16: return launch_typed<T, D, 16>(p, stream);
-    case 32: return launch_typed<T, D, 32>(p, stream);
-    case 64: return launch_typed<T, D, 64>(p, stream);
+    case 16: return launch_typed<T, D, 16, 0>(p, stream);
+    case 32: return launch_typed<T, D, 32, 0>(p, stream);
+    case 64: return launch_typed<T, D, 64, 0>(p, stream);
   }
   throw std::invalid_argument("fused block-sparse attention: chunk must be 16, 32 or 64");
 }

@@ -9,6 +9,9 @@
 
 #include <cfloat>
 #include <cstdint>
+#include <stdexcept>
+#include <string>
+#include <type_traits>
 
 #include "ops/common/mma.cuh"
 #include "sparse_attention/fused/bsa_params.h"
@@ -120,6 +123,15 @@ struct ScoreBias {
     return key_padding == nullptr && attn_bias == nullptr && rpe == nullptr && !causal_diagonal && s_valid >= S;
   }
 };
+
+// Host: call f(std::integral_constant<int, nm>) for the N:M code of Params::nm (12 = 1:2, 24 = 2:4).
+template <typename F>
+void dispatch_nm(int nm, F&& f) {
+  if (nm == 12) return f(std::integral_constant<int, 12>{});
+  if (nm == 24) return f(std::integral_constant<int, 24>{});
+  throw std::invalid_argument("dynamic N:M attention: Params::nm must be 12 (1:2) or 24 (2:4), got " +
+                              std::to_string(nm));
+}
 
 __device__ __forceinline__ float quad_max(float v) {
   v = fmaxf(v, __shfl_xor_sync(0xffffffff, v, 1));

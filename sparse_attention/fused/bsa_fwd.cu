@@ -7,11 +7,12 @@
 #include "ops/common/cuda_check.h"
 #include "ops/common/dispatch.cuh"
 #include "sparse_attention/fused/bsa_common.cuh"
+#include "sparse_attention/fused/nm_select.cuh"
 
 namespace ds::bsa {
 namespace {
 
-template <typename T, int D, int kChunk>
+template <typename T, int D, int kChunk, int kNM>
 __global__ void __launch_bounds__(kThreads) fwd_kernel(const Params p) {
   using G = Geometry<T, D, kChunk>;
   extern __shared__ __align__(128) unsigned char smem_raw[];
@@ -90,28 +91,30 @@ __global__ void __launch_bounds__(kThreads) fwd_kernel(const Params p) {
         mma_scores_pair<T, D>(acc_s[2 * jp], acc_s[2 * jp + 1], qf, sK + buf * G::kTileElems, jp * 16);
     }
 
-    // Scores in log2 units, masked; then the online-softmax update for rows g and g+8.
-    float step_max[2] = {-INFINITY, -INFINITY};
+    // Scores in log2 units, masked, N:M-selected; then the online-softmax update for rows g and g+8.
 #pragma unroll
     for (int j = 0; j < G::kN8; ++j) {
       const int slot = (j * 8) / kChunk;
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
-        const int ri = e >> 1;
-        const int col = j * 8 + 2 * t + (e & 1);
         float s;
         if (!present[slot]) {
           s = -INFINITY;
         } else if (plain) {
           s = acc_s[j][e] * scale_log2;
         } else {
-          const int k_pos = key0[slot] + col % kChunk;
-          s = acc_s[j][e] * scale_log2 + bias(my_row[ri], k_pos) * kLog2e;
+          const int k_pos = key0[slot] + (j * 8 + 2 * t + (e & 1)) % kChunk;
+          s = acc_s[j][e] * scale_log2 + bias(my_row[e >> 1], k_pos) * kLog2e;
         }
         acc_s[j][e] = s;
-        step_max[ri] = fmaxf(step_max[ri], s);
       }
     }
+    if constexpr (kNM != 0) nm_select<kNM / 10, kNM % 10, true, G::kN8>(&acc_s[0][0]);
+    float step_max[2] = {-INFINITY, -INFINITY};
+#pragma unroll
+    for (int j = 0; j < G::kN8; ++j)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) step_max[e >> 1] = fmaxf(step_max[e >> 1], acc_s[j][e]);
     float alpha[2];
 #pragma unroll
     for (int ri = 0; ri < 2; ++ri) {
@@ -171,10 +174,10 @@ __global__ void __launch_bounds__(kThreads) fwd_kernel(const Params p) {
   }
 }
 
-template <typename T, int D, int kChunk>
+template <typename T, int D, int kChunk, int kNM>
 void launch_fwd_typed(const Params& p, cudaStream_t stream) {
   constexpr int smem = 5 * kTileRows * D * sizeof(T);
-  auto kernel = fwd_kernel<T, D, kChunk>;
+  auto kernel = fwd_kernel<T, D, kChunk, kNM>;
   if (smem > 48 * 1024) DS_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
   const int grid = p.B * p.H * p.num_tiles;
   kernel<<<grid, kThreads, smem, stream>>>(p);
@@ -187,10 +190,11 @@ int forward_smem_bytes(int head_dim) { return 5 * kTileRows * head_dim * 2; }
 
 template <typename T, int D>
 void launch_fwd_chunk(const Params& p, cudaStream_t stream) {
+  if (p.nm != 0) return dispatch_nm(p.nm, [&](auto nm) { launch_fwd_typed<T, D, 64, decltype(nm)::value>(p, stream); });
   switch (p.chunk) {
-    case 16: return launch_fwd_typed<T, D, 16>(p, stream);
-    case 32: return launch_fwd_typed<T, D, 32>(p, stream);
-    case 64: return launch_fwd_typed<T, D, 64>(p, stream);
+    case 16: return launch_fwd_typed<T, D, 16, 0>(p, stream);
+    case 32: return launch_fwd_typed<T, D, 32, 0>(p, stream);
+    case 64: return launch_fwd_typed<T, D, 64, 0>(p, stream);
   }
   throw std::invalid_argument("fused block-sparse attention: chunk must be 16, 32 or 64");
 }

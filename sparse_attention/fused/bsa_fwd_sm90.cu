@@ -8,11 +8,12 @@
 #include "ops/common/cuda_check.h"
 #include "ops/common/dispatch.cuh"
 #include "sparse_attention/fused/bsa_sm90.cuh"
+#include "sparse_attention/fused/nm_select.cuh"
 
 namespace ds::bsa {
 namespace {
 
-template <typename T, int D, int kChunk>
+template <typename T, int D, int kChunk, int kNM>
 __global__ void __launch_bounds__(kThreads) fwd_kernel_sm90(const Params p) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   constexpr int kCols = sm90_step_cols<D>();
@@ -95,19 +96,15 @@ __global__ void __launch_bounds__(kThreads) fwd_kernel_sm90(const Params p) {
     wg_scores<T, D, kTileRows, kCols, kCols>(acc_s, desc_q, buf ? desc_k1 : desc_k0);
     wgmma::commit();
     wgmma::wait<0>();
+    wgmma::fence_operand(acc_s);
 
-    // Scores to log2 units with masks; the plain path keeps raw scores and folds the scale into
-    // the exponent: p = 2^(s * c - m * c) is one FFMA and one MUFU per element.
-    float step_max[2] = {-INFINITY, -INFINITY};
+    // Scores to log2 units with masks (absent chunks and masked keys -inf), then the N:M selection.
     if (plain) {
 #pragma unroll
       for (int j = 0; j < kN8; ++j)
 #pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          const float s = present[(j * 8) / kChunk] ? acc_s[4 * j + e] * scale_log2 : -INFINITY;
-          acc_s[4 * j + e] = s;
-          step_max[e >> 1] = fmaxf(step_max[e >> 1], s);
-        }
+        for (int e = 0; e < 4; ++e)
+          acc_s[4 * j + e] = present[(j * 8) / kChunk] ? acc_s[4 * j + e] * scale_log2 : -INFINITY;
     } else {
 #pragma unroll
       for (int j = 0; j < kN8; ++j) {
@@ -116,13 +113,17 @@ __global__ void __launch_bounds__(kThreads) fwd_kernel_sm90(const Params p) {
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
           const int k_pos = key0 + (j * 8 + 2 * t + (e & 1)) % kChunk;
-          const float s = present[slot] ? acc_s[4 * j + e] * scale_log2 + bias(my_row[e >> 1], k_pos) * kLog2e
-                                        : -INFINITY;
-          acc_s[4 * j + e] = s;
-          step_max[e >> 1] = fmaxf(step_max[e >> 1], s);
+          acc_s[4 * j + e] = present[slot] ? acc_s[4 * j + e] * scale_log2 + bias(my_row[e >> 1], k_pos) * kLog2e
+                                           : -INFINITY;
         }
       }
     }
+    if constexpr (kNM != 0) nm_select<kNM / 10, kNM % 10, true, kN8>(acc_s);
+    float step_max[2] = {-INFINITY, -INFINITY};
+#pragma unroll
+    for (int j = 0; j < kN8; ++j)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) step_max[e >> 1] = fmaxf(step_max[e >> 1], acc_s[4 * j + e]);
     float alpha[2];
 #pragma unroll
     for (int ri = 0; ri < 2; ++ri) {
@@ -156,6 +157,8 @@ __global__ void __launch_bounds__(kThreads) fwd_kernel_sm90(const Params p) {
     wg_product<T, D, kCols, kCols>(acc_o, pf, buf ? desc_v1 : desc_v0);
     wgmma::commit();
     wgmma::wait<0>();
+#pragma unroll
+    for (int nb = 0; nb < LK::kColBlocks; ++nb) wgmma::fence_operand(acc_o[nb]);
     __syncthreads();  // the buffer is refilled by the next step's prefetch
   }
   mma::cp_async_wait<0>();
@@ -183,11 +186,11 @@ __global__ void __launch_bounds__(kThreads) fwd_kernel_sm90(const Params p) {
 #endif
 }
 
-template <typename T, int D, int kChunk>
+template <typename T, int D, int kChunk, int kNM>
 void launch_typed(const Params& p, cudaStream_t stream) {
   constexpr int kCols = sm90_step_cols<D>();
   constexpr int smem = (Sm90Tile<D, kTileRows>::kElems + 4 * Sm90Tile<D, kCols>::kElems) * sizeof(T);
-  auto kernel = fwd_kernel_sm90<T, D, kChunk>;
+  auto kernel = fwd_kernel_sm90<T, D, kChunk, kNM>;
   DS_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
   kernel<<<p.B * p.H * p.num_tiles, kThreads, smem, stream>>>(p);
   DS_CUDA_CHECK_LAUNCH();
@@ -195,10 +198,11 @@ void launch_typed(const Params& p, cudaStream_t stream) {
 
 template <typename T, int D>
 void launch_chunk(const Params& p, cudaStream_t stream) {
+  if (p.nm != 0) return dispatch_nm(p.nm, [&](auto nm) { launch_typed<T, D, 64, decltype(nm)::value>(p, stream); });
   switch (p.chunk) {
-    case 16: return launch_typed<T, D, 16>(p, stream);
-    case 32: return launch_typed<T, D, 32>(p, stream);
-    case 64: return launch_typed<T, D, 64>(p, stream);
+    case 16: return launch_typed<T, D, 16, 0>(p, stream);
+    case 32: return launch_typed<T, D, 32, 0>(p, stream);
+    case 64: return launch_typed<T, D, 64, 0>(p, stream);
   }
   throw std::invalid_argument("fused block-sparse attention: chunk must be 16, 32 or 64");
 }

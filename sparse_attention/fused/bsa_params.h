@@ -37,6 +37,9 @@ struct Params {
   int num_tiles = 0;        // ceil(S / kTileRows)
   bool causal_diagonal = false;  // unidirectional layout: diagonal blocks are causal inside the block
   float scale = 1.f;
+  // Dynamic N:M selection (DFSS) on top of the layout: 0 none, 12 = 1:2, 24 = 2:4 (chunk must be 64;
+  // the N:M op runs a dense or lower-triangular layout of 64-blocks).
+  int nm = 0;
 
   const void *q = nullptr, *k = nullptr, *v = nullptr;
   void* o = nullptr;
