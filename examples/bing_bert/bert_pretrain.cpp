@@ -12,6 +12,7 @@
 #include <exception>
 #include <iostream>
 
+#include "engine/comm/distributed_context.h"
 #include "examples/bing_bert/train/trainer.h"
 
 int main(int argc, char** argv) {
@@ -66,18 +67,22 @@ int main(int argc, char** argv) {
     return code == 0 ? 0 : 2;
   }
 
-  try {
-    a.lr_schedule = ds::bert::parse_lr_schedule(lr_schedule);
-    ds::bert::run_pretraining(a, std::cout);
-  } catch (const ds::bert::InputError& e) {
-    std::cerr << "bert_pretrain: error: " << e.what() << std::endl;
-    return 2;
-  } catch (const c10::Error& e) {
-    std::cerr << "bert_pretrain: training failed: " << e.what_without_backtrace() << std::endl;
-    return 1;
-  } catch (const std::exception& e) {
-    std::cerr << "bert_pretrain: training failed: " << e.what() << std::endl;
-    return 1;
-  }
-  return 0;
+  // With several ranks, a non-zero return on any of them ends the whole job (MPI_Abort).
+  return ds::run_distributed([&](ds::DistributedContext& ctx) {
+    const std::string who = ctx.world_size() > 1 ? " (rank " + std::to_string(ctx.rank()) + ")" : "";
+    try {
+      a.lr_schedule = ds::bert::parse_lr_schedule(lr_schedule);
+      ds::bert::run_pretraining(a, std::cout, ctx);
+    } catch (const ds::bert::InputError& e) {
+      std::cerr << "bert_pretrain: error" << who << ": " << e.what() << std::endl;
+      return 2;
+    } catch (const c10::Error& e) {
+      std::cerr << "bert_pretrain: training failed" << who << ": " << e.what_without_backtrace() << std::endl;
+      return 1;
+    } catch (const std::exception& e) {
+      std::cerr << "bert_pretrain: training failed" << who << ": " << e.what() << std::endl;
+      return 1;
+    }
+    return 0;
+  });
 }

@@ -12,6 +12,7 @@
 
 #include "bert_test_util.h"
 #include "engine/checkpoint.h"
+#include "engine/comm/distributed_context.h"
 #include "engine/engine.h"
 #include "examples/bing_bert/train/pretrain_data.h"
 #include "examples/bing_bert/train/trainer.h"
@@ -21,6 +22,12 @@ namespace {
 
 using test::TempDir;
 using test::write_text;
+
+// A plain process: rank 0 of 1, no MPI.
+PretrainResult run(const PretrainArgs& a, std::ostream& log) {
+  DistributedContext ctx;
+  return run_pretraining(a, log, ctx);
+}
 
 // ---------------------------------------------------------------------------------------------
 TEST(BertParamGroups, NoPoolerNoDecayOnBiasesAndLayerNorms) {
@@ -152,7 +159,7 @@ TEST(BertTraining, TwentyStepsLossFalls) {
   PretrainArgs a = r->args();
   a.max_steps = 20;
   std::ostringstream log;
-  const PretrainResult res = run_pretraining(a, log);
+  const PretrainResult res = run(a, log);
   ASSERT_EQ(res.step_losses.size(), 20u) << log.str();
   EXPECT_EQ(res.global_step, 20);
   // Start: ln(96) + ln(2) = 5.26. The tokens follow a skewed distribution, which 20 steps learn.
@@ -187,18 +194,18 @@ void check_resume_is_bitwise(const std::string& ds_extra) {
   full.max_steps = 16;
   full.job_name = "full";
   std::ostringstream log;
-  const PretrainResult a = run_pretraining(full, log);
+  const PretrainResult a = run(full, log);
   ASSERT_EQ(a.step_losses.size(), 16u) << log.str();
 
   PretrainArgs first = r->args();
   first.job_name = "split";
   first.max_steps = 7;
-  const PretrainResult b1 = run_pretraining(first, log);
+  const PretrainResult b1 = run(first, log);
   ASSERT_EQ(b1.checkpoints.back(), first.output_dir + "/saved_models/split/epoch1_step7");
   PretrainArgs second = first;
   second.max_steps = 16;
   second.load_training_checkpoint = first.output_dir + "/saved_models/split";
-  const PretrainResult b2 = run_pretraining(second, log);
+  const PretrainResult b2 = run(second, log);
   ASSERT_EQ(b2.step_losses.size(), 9u) << log.str();
   EXPECT_EQ(b2.global_step, 16);
   for (size_t i = 0; i < 7; ++i) EXPECT_EQ(b1.step_losses[i], a.step_losses[i]) << "step " << i + 1;
@@ -216,13 +223,13 @@ TEST(BertTraining, RewarmupRestartsTheSchedule) {
   PretrainArgs a = r->args();
   a.max_steps = 4;
   std::ostringstream log;
-  run_pretraining(a, log);
+  run(a, log);
   PretrainArgs b = a;
   b.load_training_checkpoint = a.output_dir + "/saved_models/tiny_test";
   b.load_checkpoint_id = "epoch1_step4";
   b.rewarmup = true;
   b.max_steps = 2;  // counted from the restore with --rewarmup
-  const PretrainResult res = run_pretraining(b, log);
+  const PretrainResult res = run(b, log);
   EXPECT_EQ(res.global_step, 6);
   std::ifstream csv(a.output_dir + "/runs/tiny_test/train.csv");
   std::string line, last;
@@ -239,7 +246,7 @@ TEST(BertTraining, RewarmupRestartsTheSchedule) {
 void expect_input_error(const PretrainArgs& a, const std::vector<std::string>& needles) {
   std::ostringstream log;
   try {
-    run_pretraining(a, log);
+    run(a, log);
     FAIL() << "no error; log:\n" << log.str();
   } catch (const InputError& e) {
     for (const auto& n : needles) EXPECT_NE(std::string(e.what()).find(n), std::string::npos) << e.what();

@@ -13,6 +13,7 @@
 #include <thread>
 
 #include "engine/checkpoint.h"
+#include "engine/comm/distributed_context.h"
 #include "engine/config/ds_config.h"
 #include "engine/engine.h"
 #include "engine/grad_reducer.h"
@@ -26,15 +27,6 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-int64_t env_int(const char* name, int64_t fallback) {
-  const char* v = std::getenv(name);
-  if (!v || !*v) return fallback;
-  char* end = nullptr;
-  const long long x = std::strtoll(v, &end, 10);
-  if (*end != '\0') throw InputError(std::string("environment variable ") + name + "='" + v + "' is not an integer");
-  return x;
-}
-
 // c10::Error's what() carries a C++ backtrace; users get the message.
 std::string message_of(const std::exception& e) {
   if (const auto* c = dynamic_cast<const c10::Error*>(&e)) return c->what_without_backtrace();
@@ -45,10 +37,10 @@ double seconds_since(Clock::time_point t) { return std::chrono::duration<double>
 
 // Everything about one run that the loop needs beside the engine.
 struct Run {
-  Run(const PretrainArgs& a, std::ostream& l) : args(a), log(l) {}
+  Run(const PretrainArgs& a, std::ostream& l, DistributedContext& c) : args(a), log(l), ctx(c) {}
   const PretrainArgs& args;
   std::ostream& log;
-  DistributedContext dist;
+  DistributedContext& ctx;
   RecipeConfig recipe;
   SeqTrainingConfig training;
   std::string job, save_dir, runs_dir;
@@ -61,7 +53,7 @@ struct Run {
   std::ofstream train_csv, validation_csv;
   PretrainResult result;
 
-  bool rank0() const { return dist.rank == 0; }
+  bool rank0() const { return ctx.rank() == 0; }
 };
 
 void open_csv(std::ofstream& out, const std::string& path, const char* header) {
@@ -194,7 +186,7 @@ void save(Run& r, int64_t epoch, int64_t epoch_micro_step, bool epoch_complete) 
       {"epoch_micro_step", at::IValue(epoch_micro_step)},
       {"epoch_complete", at::IValue(epoch_complete)},
       {"train_micro_batch_size_per_gpu", at::IValue(r.micro)},
-      {"data_world_size", at::IValue(r.dist.world_size)},
+      {"data_world_size", at::IValue(static_cast<int64_t>(r.ctx.world_size()))},
       {"seed", at::IValue(static_cast<int64_t>(r.args.seed))},
       {"transformer_kernel_rng_offsets", at::IValue(kernel_rng_offsets(r.model))},
   };
@@ -215,7 +207,7 @@ void resume(Run& r, const LoadedCheckpoint& loaded, int64_t& start_epoch, int64_
   auto complete_it = cs.find("epoch_complete");
   const bool complete = complete_it == cs.end() || !complete_it->second.isBool() || complete_it->second.toBool();
   const bool same_batching = get_int("train_micro_batch_size_per_gpu", -1) == r.micro &&
-                             get_int("data_world_size", -1) == r.dist.world_size &&
+                             get_int("data_world_size", -1) == r.ctx.world_size() &&
                              get_int("seed", -1) == static_cast<int64_t>(r.args.seed);
   if (complete || epoch < 1) {
     start_epoch = epoch;            // bing_bert: training continues at range(epoch, num_epochs)
@@ -243,23 +235,7 @@ void resume(Run& r, const LoadedCheckpoint& loaded, int64_t& start_epoch, int64_
 
 }  // namespace
 
-DistributedContext make_distributed_context() {
-  DistributedContext c;
-  c.world_size = env_int("WORLD_SIZE", env_int("OMPI_COMM_WORLD_SIZE", 1));
-  c.rank = env_int("RANK", env_int("OMPI_COMM_WORLD_RANK", 0));
-  c.local_rank = env_int("LOCAL_RANK", env_int("OMPI_COMM_WORLD_LOCAL_RANK", 0));
-  c.local_size = env_int("LOCAL_SIZE", env_int("OMPI_COMM_WORLD_LOCAL_SIZE", 1));
-  if (c.world_size > 1) {
-    // Issue 6 replaces this with its MPI / NCCL GradientReducer (rank discovery included).
-    throw InputError("started as rank " + std::to_string(c.rank) + " of " + std::to_string(c.world_size) +
-                     ", but data parallelism (the MPI / NCCL gradient reducer) is not built into bert_pretrain yet; "
-                     "run one process (dsrun --num_procs 1, or without dsrun)");
-  }
-  c.reducer = std::make_shared<SingleProcessReducer>();
-  return c;
-}
-
-PretrainResult run_pretraining(const PretrainArgs& a, std::ostream& log) {
+PretrainResult run_pretraining(const PretrainArgs& a, std::ostream& log, DistributedContext& ctx) {
   // ------------------------------------------------------------------ setup: every input checked
   if (a.config_file.empty()) throw InputError("--cf (the model config, e.g. configs/bert_tiny.json) is required");
   if (a.deepspeed_config.empty()) throw InputError("--deepspeed_config is required");
@@ -272,12 +248,10 @@ PretrainResult run_pretraining(const PretrainArgs& a, std::ostream& log) {
   if (a.max_steps <= 0 || a.max_steps_per_epoch <= 0) throw InputError("--max_steps and --max_steps_per_epoch must be > 0");
   if (a.ckpt_every < 0) throw InputError("--ckpt_every must be >= 0, got " + std::to_string(a.ckpt_every));
 
-  Run r(a, log);
-  r.dist = make_distributed_context();
+  Run r(a, log, ctx);
   r.recipe = load_recipe_config(a.config_file);
-  const int threads = a.num_threads > 0 ? a.num_threads
-                                        : std::max(1, static_cast<int>(std::thread::hardware_concurrency() /
-                                                                       std::max<int64_t>(1, r.dist.local_size)));
+  const int cores = static_cast<int>(std::thread::hardware_concurrency());
+  const int threads = a.num_threads > 0 ? a.num_threads : std::max(1, cores / std::max(1, ctx.local_size()));
   torch::set_num_threads(threads);
   r.training = r.recipe.training_for(a.max_seq_length);
   const SeqDataConfig data = r.recipe.data_for(a.max_seq_length);
@@ -285,7 +259,7 @@ PretrainResult run_pretraining(const PretrainArgs& a, std::ostream& log) {
   r.save_dir = a.output_dir + "/saved_models/" + r.job;
   r.runs_dir = a.output_dir + "/runs/" + r.job;
 
-  DeepSpeedConfig ds = load_ds_config(a, r.dist.world_size, log, r.rank0());
+  DeepSpeedConfig ds = load_ds_config(a, ctx.world_size(), log, r.rank0());
   r.micro = ds.train_micro_batch_size_per_gpu;
   r.gas = ds.gradient_accumulation_steps;
 
@@ -306,8 +280,8 @@ PretrainResult run_pretraining(const PretrainArgs& a, std::ostream& log) {
   }
 
   DataOptions dopt;
-  dopt.world_size = r.dist.world_size;
-  dopt.rank = r.dist.rank;
+  dopt.world_size = ctx.world_size();
+  dopt.rank = ctx.rank();
   dopt.seed = a.seed;
   dopt.micro_batch = r.micro;
   dopt.gradient_accumulation_steps = r.gas;
@@ -349,7 +323,8 @@ PretrainResult run_pretraining(const PretrainArgs& a, std::ostream& log) {
     r.model = model;
     EngineOptions eo;
     eo.param_groups = bert_param_groups(*model, r.training.weight_decay, options.kind == EncoderKind::TransformerKernel);
-    eo.reducer = r.dist.reducer;
+    eo.device = ctx.device();
+    eo.reducer = make_gradient_reducer(ctx, ds, *eo.device);
     eo.log = &log;
     r.engine = std::make_unique<Engine>(model, ds, eo);
   } catch (const std::exception& e) {
@@ -385,7 +360,7 @@ PretrainResult run_pretraining(const PretrainArgs& a, std::ostream& log) {
         << " parameters), layer " << encoder_kind_name(options.kind) << ", " << dtype_name(ds.model_dtype()) << " on "
         << r.engine->device() << ", " << threads << " threads" << std::endl;
     log << "bert_pretrain: seq " << a.max_seq_length << ", micro batch " << r.micro << " x accumulation " << r.gas
-        << " x ranks " << r.dist.world_size << " = " << ds.train_batch_size << " sequences per step; "
+        << " x ranks " << ctx.world_size() << " = " << ds.train_batch_size << " sequences per step; "
         << train_files.size() << " training shards in " << train_dir << ", "
         << (r.validation.empty() ? std::string("no validation") : std::to_string(r.validation.size()) + " validation shards")
         << "; LR " << lr_schedule_name(a.lr_schedule) << " peak " << r.training.learning_rate << " + offset "
@@ -407,6 +382,7 @@ PretrainResult run_pretraining(const PretrainArgs& a, std::ostream& log) {
     const auto epoch_start = Clock::now();
     std::shared_ptr<const PretrainingShard> shard = first_shard ? std::move(first_shard) : r.provider->shard(epoch);
     first_shard.reset();
+    r.result.shards_read.push_back(shard->path);
     if (epoch + 1 < num_epochs) r.provider->prefetch(epoch + 1);
     const std::vector<int64_t> order = r.provider->order(epoch, shard->num_instances);
     const int64_t nb = std::min(r.provider->micro_batches(epoch),
@@ -426,7 +402,7 @@ PretrainResult run_pretraining(const PretrainArgs& a, std::ostream& log) {
         step_loss = step_loss.defined() ? step_loss + v : v;
       }
       ++step_losses;
-      interval_flops += 3.0 * static_cast<double>(r.dist.world_size) * static_cast<double>(r.micro) *
+      interval_flops += 3.0 * static_cast<double>(ctx.world_size()) * static_cast<double>(r.micro) *
                         forward_flops_per_sequence(model_cfg, a.max_seq_length,
                                                    static_cast<double>(masked) / static_cast<double>(r.micro));
       const bool boundary = r.engine->is_gradient_accumulation_boundary();
@@ -489,6 +465,7 @@ PretrainResult run_pretraining(const PretrainArgs& a, std::ostream& log) {
   }
   r.result.global_step = r.engine->global_steps();
   r.result.seconds = seconds_since(run_start);
+  for (const auto& p : model->parameters()) r.result.parameter_checksum += p.detach().to(at::kDouble).sum().item<double>();
   if (r.rank0()) {
     log << "bert_pretrain: done, " << r.result.steps_this_run << " steps in " << std::fixed << std::setprecision(1)
         << r.result.seconds << " s (global step " << r.result.global_step << ")" << std::endl;

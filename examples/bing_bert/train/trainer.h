@@ -20,6 +20,7 @@
 // and MLM / NSP accuracy. CSV files of the curves: {output_dir}/runs/{job_name}/{train,validation}.csv.
 #pragma once
 
+#include <cmath>
 #include <cstdint>
 #include <iosfwd>
 #include <limits>
@@ -32,7 +33,7 @@
 #include "examples/bing_bert/train/recipe_config.h"
 
 namespace ds {
-class GradientReducer;
+class DistributedContext;
 }
 
 namespace ds::bert {
@@ -72,20 +73,13 @@ struct PretrainResult {
   std::vector<std::string> checkpoints;       // written, in order
   double validation_loss = std::nan(""), validation_mlm_accuracy = std::nan("");  // last validation
   double seconds = 0.0;                       // training loop wall time
+  std::vector<std::string> shards_read;       // this rank's training shard of every epoch run
+  double parameter_checksum = 0.0;            // sum of every model parameter at the end (float64)
 };
 
-// The process's place among the ranks and the gradient reducer for the engine. The one place to
-// switch to data parallelism (issue 6): today world size 1 (SingleProcessReducer); with more ranks in
-// the environment (WORLD_SIZE from dsrun, OMPI_COMM_WORLD_SIZE from mpirun) it throws InputError
-// saying one process is what runs until the data-parallel reducer exists.
-struct DistributedContext {
-  int64_t rank = 0, world_size = 1, local_rank = 0, local_size = 1;
-  std::shared_ptr<GradientReducer> reducer;
-};
-DistributedContext make_distributed_context();
-
-// Runs the recipe. Progress goes to `log` (rank 0). InputError: bad input (before any step);
-// other exceptions: failures while training.
-PretrainResult run_pretraining(const PretrainArgs& args, std::ostream& log);
+// Runs the recipe on this rank of `ctx` (engine/comm/distributed_context.h: rank, world size,
+// device, the data-parallel gradient reducer). Progress goes to `log` (rank 0). InputError: bad
+// input (before any step); other exceptions: failures while training.
+PretrainResult run_pretraining(const PretrainArgs& args, std::ostream& log, DistributedContext& ctx);
 
 }  // namespace ds::bert
