@@ -19,6 +19,8 @@ ds_sudo() {
 ds_install_deps() {
   local missing=()
   for p in "${DS_APT_PACKAGES[@]}"; do
+    # NodeSource's nodejs package ships npm itself and conflicts with Debian's npm package.
+    if [ "$p" = npm ] && command -v npm >/dev/null 2>&1; then continue; fi
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
   done
   if [ ${#missing[@]} -gt 0 ]; then
