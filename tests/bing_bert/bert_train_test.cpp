@@ -241,6 +241,20 @@ TEST(BertTraining, RewarmupRestartsTheSchedule) {
   EXPECT_EQ(lines[5].substr(lines[5].rfind(',') + 1), "0");
 }
 
+TEST(BertTraining, LongSequencesWithSparseAttentionExtendThePositionTable) {
+  auto r = make_recipe(0.0, R"(, "sparse_attention": {"mode": "fixed", "block": 16, "num_local_blocks": 1})");
+  write_text(r->cf, model_config_json(0.0, kVocab, /*max_pos=*/16));  // the shards have 32 tokens
+  PretrainArgs a = r->args();
+  a.max_steps = 2;
+  std::ostringstream log;
+  const PretrainResult res = run(a, log);
+  ASSERT_EQ(res.step_losses.size(), 2u) << log.str();
+  EXPECT_NE(log.str().find("layer sparse_attention"), std::string::npos) << log.str();
+  const auto dict = checkpoint::read_file(res.checkpoints.back() + "/" + checkpoint::kModelStatesFile).toGenericDict();
+  const auto module = dict.at("module").toGenericDict();
+  EXPECT_EQ(module.at("bert.embeddings.position_embeddings.weight").toTensor().size(0), 32);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Bad input: InputError naming the file and the field, thrown before any training step.
 void expect_input_error(const PretrainArgs& a, const std::vector<std::string>& needles) {

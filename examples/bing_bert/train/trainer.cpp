@@ -302,7 +302,8 @@ PretrainResult run_pretraining(const PretrainArgs& a, std::ostream& log, Distrib
                      "'; make shards with examples/bing_bert/fetch_data.sh or bert_prep)");
   }
   r.provider = std::make_unique<ShardProvider>(train_files, dopt);
-  if (!a.validation_data_path_prefix.empty()) {
+  // Only rank 0 validates, so only rank 0 reads (and checks) the validation shards.
+  if (!a.validation_data_path_prefix.empty() && r.rank0()) {
     const std::string vdir = join_path(a.validation_data_path_prefix,
                                        data.validation_dataset.empty() ? data.pretrain_dataset : data.validation_dataset);
     std::vector<std::string> vfiles;
