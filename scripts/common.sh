@@ -1,9 +1,12 @@
 # Shared by run.sh and test.sh: install what is missing (Debian 12), configure and build.
 # Sourced, not run. Safe to rerun: installs only missing packages, reuses the build folder.
 
+# libopenblas0-openmp: Debian's libtorch calls the system BLAS, which is otherwise the reference
+# libblas3 (about 1 GFLOP/s on one core; OpenBLAS 35x that); the OpenMP build shares libtorch's
+# OpenMP threads instead of starting its own.
 DS_APT_PACKAGES=(build-essential cmake g++ git libtorch-dev python3-torch nlohmann-json3-dev
   libopenmpi-dev openmpi-bin libhdf5-dev libcli11-dev libgtest-dev clang libclang-rt-14-dev
-  nodejs npm)
+  nodejs npm libopenblas0-openmp)
 
 ds_log() { printf '\n==> %s\n' "$*"; }
 
@@ -16,6 +19,8 @@ ds_sudo() {
 ds_install_deps() {
   local missing=()
   for p in "${DS_APT_PACKAGES[@]}"; do
+    # NodeSource's nodejs package ships npm itself and conflicts with Debian's npm package.
+    if [ "$p" = npm ] && command -v npm >/dev/null 2>&1; then continue; fi
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
   done
   if [ ${#missing[@]} -gt 0 ]; then

@@ -45,9 +45,9 @@ void write_dataset(H5::H5File& file, const std::string& name, const std::vector<
   if (!data.empty()) ds.write(data.data(), H5::PredType::NATIVE_INT32);
 }
 
-// Reads an integer dataset of any width into int64 and returns its shape.
-std::vector<int64_t> read_dataset(H5::H5File& file, const std::string& path, const std::string& name,
-                                  std::vector<hsize_t>& dims) {
+// Opens an integer dataset of rank 1 or 2 and returns it with its shape.
+H5::DataSet open_dataset(H5::H5File& file, const std::string& path, const std::string& name,
+                         std::vector<hsize_t>& dims) {
   if (H5Lexists(file.getId(), name.c_str(), H5P_DEFAULT) <= 0) {
     throw std::runtime_error("shard '" + path + "' has no dataset '" + name +
                              "'; an NVIDIA-format shard needs input_ids, input_mask, segment_ids, "
@@ -65,6 +65,11 @@ std::vector<int64_t> read_dataset(H5::H5File& file, const std::string& path, con
   }
   dims.assign(static_cast<size_t>(rank), 0);
   space.getSimpleExtentDims(dims.data());
+  return ds;
+}
+
+// Reads a whole integer dataset of any width into int64.
+std::vector<int64_t> read_all(H5::DataSet& ds, const std::vector<hsize_t>& dims) {
   hsize_t count = 1;
   for (hsize_t d : dims) count *= d;
   std::vector<int64_t> data(static_cast<size_t>(count));
@@ -103,63 +108,79 @@ void check_range(const std::vector<int32_t>& v, int64_t lo, int64_t hi_exclusive
   }
 }
 
-PretrainingShard read_locked(const std::string& path, const ShardReadOptions& opt) {
+// The six datasets of an open shard, their shapes checked against each other and the options.
+struct OpenShard {
+  H5::H5File file;
+  H5::DataSet sets[6];
+  std::vector<hsize_t> dims[6];
+  ShardInfo info;
+};
+
+void open_locked(const std::string& path, const ShardReadOptions& opt, OpenShard& o) {
   std::error_code ec;
   if (!fs::exists(path, ec)) throw std::runtime_error("shard file '" + path + "' not found");
   if (!fs::is_regular_file(path, ec)) throw std::runtime_error("shard '" + path + "' is not a regular file");
-
-  H5::H5File file;
   try {
-    file.openFile(path, H5F_ACC_RDONLY);
+    o.file.openFile(path, H5F_ACC_RDONLY);
   } catch (const H5::Exception& e) {
     throw std::runtime_error("cannot open shard '" + path + "' as an HDF5 file (" + e.getDetailMsg() +
                              "); is it readable and an HDF5 file?");
   }
-
-  std::vector<hsize_t> d_ids, d_mask, d_seg, d_pos, d_mids, d_nsp;
-  PretrainingShard s;
-  s.path = path;
-  const auto ids64 = read_dataset(file, path, "input_ids", d_ids);
+  o.info.path = path;
+  for (int f = 0; f < 6; ++f) o.sets[f] = open_dataset(o.file, path, kShardFields[f], o.dims[f]);
+  const auto& d_ids = o.dims[0];
+  const auto &d_pos = o.dims[3], &d_mids = o.dims[4], &d_nsp = o.dims[5];
   if (d_ids.size() != 2) {
     throw std::runtime_error(where(path, "input_ids") + " has shape " + shape_str(d_ids) + "; expected [N, seq_length]");
   }
-  s.num_instances = static_cast<int64_t>(d_ids[0]);
-  s.seq_length = static_cast<int64_t>(d_ids[1]);
-  const int64_t n = s.num_instances, seq = std::max<int64_t>(s.seq_length, 1);
-  auto expect_2d = [&](const std::vector<hsize_t>& d, const char* name, int64_t cols, const char* what) {
+  o.info.num_instances = static_cast<int64_t>(d_ids[0]);
+  o.info.seq_length = static_cast<int64_t>(d_ids[1]);
+  const int64_t n = o.info.num_instances;
+  auto expect_2d = [&](const std::vector<hsize_t>& d, const char* name, int64_t cols, const std::string& what) {
     if (d.size() != 2 || static_cast<int64_t>(d[0]) != n || (cols >= 0 && static_cast<int64_t>(d[1]) != cols)) {
       throw std::runtime_error(where(path, name) + " has shape " + shape_str(d) + "; expected [" + std::to_string(n) +
                                ", " + what + "] to match input_ids " + shape_str(d_ids));
     }
   };
-  const auto mask64 = read_dataset(file, path, "input_mask", d_mask);
-  expect_2d(d_mask, "input_mask", s.seq_length, std::to_string(s.seq_length).c_str());
-  const auto seg64 = read_dataset(file, path, "segment_ids", d_seg);
-  expect_2d(d_seg, "segment_ids", s.seq_length, std::to_string(s.seq_length).c_str());
-  const auto pos64 = read_dataset(file, path, "masked_lm_positions", d_pos);
+  expect_2d(o.dims[1], "input_mask", o.info.seq_length, std::to_string(o.info.seq_length));
+  expect_2d(o.dims[2], "segment_ids", o.info.seq_length, std::to_string(o.info.seq_length));
   expect_2d(d_pos, "masked_lm_positions", -1, "max_predictions");
-  s.max_predictions = static_cast<int64_t>(d_pos[1]);
-  const auto mids64 = read_dataset(file, path, "masked_lm_ids", d_mids);
+  o.info.max_predictions = static_cast<int64_t>(d_pos[1]);
   if (d_mids != d_pos) {
     throw std::runtime_error(where(path, "masked_lm_ids") + " has shape " + shape_str(d_mids) +
                              "; expected the shape of masked_lm_positions " + shape_str(d_pos));
   }
-  const auto nsp64 = read_dataset(file, path, "next_sentence_labels", d_nsp);
   if (static_cast<int64_t>(d_nsp[0]) != n || (d_nsp.size() == 2 && d_nsp[1] != 1)) {
     throw std::runtime_error(where(path, "next_sentence_labels") + " has shape " + shape_str(d_nsp) +
                              "; expected [" + std::to_string(n) + "] or [" + std::to_string(n) + ", 1]");
   }
-
-  if (opt.expected_seq_length > 0 && s.seq_length != opt.expected_seq_length) {
-    throw std::runtime_error(where(path, "input_ids") + " has sequence length " + std::to_string(s.seq_length) +
+  if (opt.expected_seq_length > 0 && o.info.seq_length != opt.expected_seq_length) {
+    throw std::runtime_error(where(path, "input_ids") + " has sequence length " + std::to_string(o.info.seq_length) +
                              " (shape " + shape_str(d_ids) + ") but " + std::to_string(opt.expected_seq_length) +
                              " was asked for (--max_seq_length); use shards made with that length");
   }
-  if (opt.expected_max_predictions > 0 && s.max_predictions != opt.expected_max_predictions) {
-    throw std::runtime_error(where(path, "masked_lm_positions") + " holds " + std::to_string(s.max_predictions) +
+  if (opt.expected_max_predictions > 0 && o.info.max_predictions != opt.expected_max_predictions) {
+    throw std::runtime_error(where(path, "masked_lm_positions") + " holds " + std::to_string(o.info.max_predictions) +
                              " predictions per sequence but " + std::to_string(opt.expected_max_predictions) +
                              " was asked for (--max_predictions_per_seq)");
   }
+}
+
+PretrainingShard read_locked(const std::string& path, const ShardReadOptions& opt) {
+  OpenShard o;
+  open_locked(path, opt, o);
+  PretrainingShard s;
+  s.path = path;
+  s.num_instances = o.info.num_instances;
+  s.seq_length = o.info.seq_length;
+  s.max_predictions = o.info.max_predictions;
+  const int64_t n = s.num_instances, seq = std::max<int64_t>(s.seq_length, 1);
+  const auto ids64 = read_all(o.sets[0], o.dims[0]);
+  const auto mask64 = read_all(o.sets[1], o.dims[1]);
+  const auto seg64 = read_all(o.sets[2], o.dims[2]);
+  const auto pos64 = read_all(o.sets[3], o.dims[3]);
+  const auto mids64 = read_all(o.sets[4], o.dims[4]);
+  const auto nsp64 = read_all(o.sets[5], o.dims[5]);
 
   const int64_t pred = std::max<int64_t>(s.max_predictions, 1);
   s.input_ids = narrow(ids64, path, "input_ids", seq);
@@ -204,6 +225,18 @@ PretrainingShard read_pretraining_shard(const std::string& path, const ShardRead
   H5::Exception::dontPrint();
   try {
     return read_locked(path, options);
+  } catch (const H5::Exception& e) {
+    throw std::runtime_error("shard '" + path + "': HDF5 error in " + e.getFuncName() + ": " + e.getDetailMsg());
+  }
+}
+
+ShardInfo probe_pretraining_shard(const std::string& path, const ShardReadOptions& options) {
+  std::lock_guard<std::mutex> lock(hdf5_mutex());
+  H5::Exception::dontPrint();
+  try {
+    OpenShard o;
+    open_locked(path, options, o);
+    return o.info;
   } catch (const H5::Exception& e) {
     throw std::runtime_error("shard '" + path + "': HDF5 error in " + e.getFuncName() + ": " + e.getDetailMsg());
   }
