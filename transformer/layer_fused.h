@@ -26,7 +26,7 @@
 namespace ds::transformer {
 
 // CUDA tensors of a kernel dtype (float32, float16, bfloat16), spec.fused, hidden and FFN sizes the
-// row kernels hold (<= 32768) and sequences the softmax kernel holds (<= 2048); other CUDA calls
+// row kernels hold (<= 16384) and sequences the softmax kernel holds (<= 2048); other CUDA calls
 // take the composition of ops/nn functions on the GPU.
 bool fused_path_applies(const at::Tensor& x, const LayerWeights& w, const LayerSpec& spec);
 

@@ -48,7 +48,7 @@ inline int row_length(const at::Tensor& x, const char* op) {
   TORCH_CHECK(x.dim() >= 1, op, ": x must be [..., n], got a scalar");
   const int64_t n = x.size(-1);
   TORCH_CHECK(n > 0 && kern::row_length_supported(static_cast<int>(std::min<int64_t>(n, INT_MAX))), op,
-              ": rows of ", n, " elements are not supported by the CUDA kernels (1 .. 32768)");
+              ": rows of ", n, " elements are not supported by the CUDA kernels (1 .. 16384)");
   return static_cast<int>(n);
 }
 

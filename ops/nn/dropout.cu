@@ -35,7 +35,7 @@ __global__ void dropout_flat_kernel(const DropoutFlatParams p) {
 }
 
 template <typename T, int kVec, int kIters>
-__global__ void dropout_colsum_kernel(const DropoutColsumParams p, float* part) {
+__global__ void __launch_bounds__(kRowMaxThreads) dropout_colsum_kernel(const DropoutColsumParams p, float* part) {
   constexpr int kRows = rows_in_flight<kVec, kIters>();
   const int n = p.n;
   float acc[kIters][kVec];

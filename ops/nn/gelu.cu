@@ -50,7 +50,7 @@ __global__ void bias_gelu_forward_kernel(const BiasGeluParams p) {
 }
 
 template <typename T, int kVec, int kIters>
-__global__ void bias_gelu_backward_kernel(const BiasGeluBackwardParams p, float* part) {
+__global__ void __launch_bounds__(kRowMaxThreads) bias_gelu_backward_kernel(const BiasGeluBackwardParams p, float* part) {
   constexpr int kRows = rows_in_flight<kVec, kIters>();
   const int n = p.n;
   const T* bias = static_cast<const T*>(p.bias);

@@ -14,7 +14,7 @@ namespace {
 constexpr int64_t kMaxRowGroups = 512;
 
 template <typename T, int kVec, int kIters>
-__global__ void residual_ln_forward_kernel(const ResidualLnParams p) {
+__global__ void __launch_bounds__(kRowMaxThreads) residual_ln_forward_kernel(const ResidualLnParams p) {
   __shared__ float red[32];
   const int n = p.n;
   const int64_t row = blockIdx.x;
@@ -102,7 +102,7 @@ __global__ void residual_ln_forward_kernel(const ResidualLnParams p) {
 }
 
 template <typename T, int kVec, int kIters>
-__global__ void ln_backward_kernel(const LnBackwardParams p, float* part_gamma, float* part_beta) {
+__global__ void __launch_bounds__(kRowMaxThreads) ln_backward_kernel(const LnBackwardParams p, float* part_gamma, float* part_beta) {
   constexpr int kRows = rows_in_flight<kVec, kIters>();
   __shared__ float red[2 * kRows * 32];
   const int n = p.n;

@@ -11,7 +11,7 @@ using detail::mptr;
 
 bool kernel_dtype(at::ScalarType t) { return t == at::kFloat || t == at::kHalf || t == at::kBFloat16; }
 
-bool row_supported(int64_t n) { return n > 0 && n <= 32768 && kern::row_length_supported(static_cast<int>(n)); }
+bool row_supported(int64_t n) { return n > 0 && n <= 16384 && kern::row_length_supported(static_cast<int>(n)); }
 
 ResidualLnOutput residual_ln_forward(const at::Tensor& x_, const at::Tensor& bias_, const at::Tensor& residual_,
                                      const DropoutSpec& drop, const at::Tensor& gamma_, const at::Tensor& beta_,

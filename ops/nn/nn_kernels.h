@@ -167,7 +167,7 @@ int64_t column_partials_floats(int64_t rows, int n, int arrays);
 void launch_column_reduce(ScalarKind kind, const float* partial, int64_t groups, int n, void* out,
                           cudaStream_t stream);
 
-// Whether the row kernels take rows of n elements (n up to 32768).
+// Whether the row kernels take rows of n elements (n up to 16384).
 bool row_length_supported(int n);
 
 }  // namespace ds::nn::kern

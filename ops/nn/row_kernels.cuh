@@ -198,6 +198,9 @@ __device__ __forceinline__ uint32_t stored_bits(const uint8_t* mask, uint64_t e)
 
 // ---- host side: row shapes ----
 
+// Largest block of the row kernels (LayerNorm, bias+GELU backward, dropout column sums).
+constexpr int kRowMaxThreads = 512;
+
 struct RowShape {
   bool vec = false;  // kVec == 8
   int iters = 1;     // kIters
@@ -207,7 +210,9 @@ struct RowShape {
 inline bool aligned16(const void* p) { return p == nullptr || (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
 
 // kIters from {1, 2, 4} (vector) or {2, 8, 32} (scalar): at most 32 values of one tensor per thread;
-// the fewest iterations that keep the block at <= 256 threads, else <= 1024. Empty shape: too long.
+// the fewest iterations that keep the block at <= 256 threads, else <= kRowMaxThreads (512). The
+// row kernels are compiled with __launch_bounds__(kRowMaxThreads) so every shape chosen here can
+// launch (at 640+ threads a kernel using > 102 registers cannot). Empty shape: too long (> 16384).
 inline RowShape row_shape(int n, bool all_aligned) {
   RowShape s;
   s.vec = all_aligned && n % kVecElems == 0;
@@ -215,7 +220,7 @@ inline RowShape row_shape(int n, bool all_aligned) {
   static constexpr int kVecIters[] = {1, 2, 4};
   static constexpr int kScalarIters[] = {2, 8, 32};
   const int* it = s.vec ? kVecIters : kScalarIters;
-  for (int limit : {256, 1024}) {
+  for (int limit : {256, kRowMaxThreads}) {
     for (int k = 0; k < 3; ++k) {
       const int threads = (chunks + it[k] - 1) / it[k];
       if (threads <= limit) {
@@ -232,7 +237,7 @@ inline RowShape row_shape(int n, bool all_aligned) {
 inline void require_row_shape(const RowShape& s, int n, const char* what) {
   if (s.iters == 0)
     throw std::invalid_argument(std::string(what) + ": rows of " + std::to_string(n) +
-                                " elements are longer than the row kernels hold (32768)");
+                                " elements are longer than the row kernels hold (16384)");
 }
 
 // Calls f(integral_constant<int, kVec>, integral_constant<int, kIters>) for the shape.

@@ -57,8 +57,12 @@ void expect_close(const Case& cpu, const Case& gpu, int steps) {
     // rounding of difference per operation per step.
     const double tol = steps * 16 * kU32 * (pmax + 1.0);
     EXPECT_LE(max_abs_diff(gpu.p[i], cpu.p[i]), tol) << "param " << i << " (" << cpu.p[i].numel() << ")";
-    EXPECT_LE(ds::test::rel_error(gpu.m[i], cpu.m[i]), 1e-6) << "exp_avg " << i;
-    EXPECT_LE(ds::test::rel_error(gpu.v[i], cpu.v[i]), 1e-6) << "exp_avg_sq " << i;
+    // m = b1*m + (1-b1)*g and v = b2*v + (1-b2)*g*g: up to two contractions per step, each one
+    // rounding (u) of difference relative to the moment; they add over the steps (seen on H100:
+    // 1.12e-6 after 3 steps, which the old flat 1e-6 rejected).
+    const double mtol = steps * 8 * kU32;
+    EXPECT_LE(ds::test::rel_error(gpu.m[i], cpu.m[i]), mtol) << "exp_avg " << i;
+    EXPECT_LE(ds::test::rel_error(gpu.v[i], cpu.v[i]), mtol) << "exp_avg_sq " << i;
     if (!gpu.c.empty()) {
       EXPECT_TRUE(torch::equal(gpu.c[i], gpu.p[i].to(gpu.c[i].scalar_type()))) << "model copy " << i;
     }
