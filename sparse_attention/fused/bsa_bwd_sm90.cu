@@ -51,7 +51,7 @@ __global__ void __launch_bounds__(kThreads) dq_kernel_sm90(const Params p) {
   ScoreBias bias{p.key_padding ? p.key_padding + static_cast<int64_t>(b) * p.S : nullptr, p.attn_bias,
                  p.rpe ? p.rpe + (static_cast<int64_t>(b) * p.H + h) * p.S * p.S : nullptr,
                  p.S, p.s_valid, p.block, p.causal_diagonal};
-  const bool plain = bias.trivial();
+  const bool plain = bias.trivial(), causal_only = bias.causal_only();
 
   auto own_row = [&](int r) { return q0 + r < p.S ? q0 + r : -1; };
   L::load2_async(sQ, static_cast<T*>(nullptr), q, q, static_cast<int>(p.q_rs), own_row);
@@ -113,7 +113,12 @@ __global__ void __launch_bounds__(kThreads) dq_kernel_sm90(const Params p) {
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
         float s = acc_s[4 * j + e] * scale_log2;
-        if (!plain) s += bias(my_row[e >> 1], key0 + (j * 8 + 2 * t + (e & 1)) % kChunk) * kLog2e;
+        const int k_pos = key0 + (j * 8 + 2 * t + (e & 1)) % kChunk;
+        if (causal_only) {
+          if (bias.causal_masked(my_row[e >> 1], k_pos)) s = -INFINITY;
+        } else if (!plain) {
+          s += bias(my_row[e >> 1], k_pos) * kLog2e;
+        }
         acc_s[4 * j + e] = present[slot] ? s : -INFINITY;
       }
     }
@@ -191,7 +196,7 @@ __global__ void __launch_bounds__(kThreads) dkdv_kernel_sm90(const Params p) {
   ScoreBias bias{p.key_padding ? p.key_padding + static_cast<int64_t>(b) * p.S : nullptr, p.attn_bias,
                  p.rpe ? p.rpe + (static_cast<int64_t>(b) * p.H + h) * p.S * p.S : nullptr,
                  p.S, p.s_valid, p.block, p.causal_diagonal};
-  const bool plain = bias.trivial();
+  const bool plain = bias.trivial(), causal_only = bias.causal_only();
 
   L::load2_async(sK, sV, k, v, static_cast<int>(p.k_rs), [&](int r) { return k0 + r < p.S ? k0 + r : -1; });
   // q and dO share a row stride only when laid out alike; gather them separately otherwise.
@@ -260,7 +265,12 @@ __global__ void __launch_bounds__(kThreads) dkdv_kernel_sm90(const Params p) {
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
         float s = acc_s[4 * j + e] * scale_log2;
-        if (!plain) s += bias(qpos0 + (j * 8 + 2 * t + (e & 1)) % kChunk, my_key[e >> 1]) * kLog2e;
+        const int q_pos = qpos0 + (j * 8 + 2 * t + (e & 1)) % kChunk;
+        if (causal_only) {
+          if (bias.causal_masked(q_pos, my_key[e >> 1])) s = -INFINITY;
+        } else if (!plain) {
+          s += bias(q_pos, my_key[e >> 1]) * kLog2e;
+        }
         acc_s[4 * j + e] = present[slot] ? s : -INFINITY;
       }
     }

@@ -112,12 +112,21 @@ struct ScoreBias {
   bool causal_diagonal;
   __device__ __forceinline__ float operator()(int q_pos, int k_pos) const {
     if (k_pos >= s_valid) return -INFINITY;
-    if (causal_diagonal && k_pos > q_pos && (k_pos / block) == (q_pos / block)) return -INFINITY;
+    // Same block: the positions agree above the block bits (block is 16, 32, 64 or 128), no division.
+    if (causal_diagonal && k_pos > q_pos && ((k_pos ^ q_pos) & -block) == 0) return -INFINITY;
     float v = 0.f;
     if (key_padding) v += key_padding[k_pos];
     if (attn_bias) v += attn_bias[static_cast<int64_t>(q_pos) * S + k_pos];
     if (rpe) v += rpe[static_cast<int64_t>(q_pos) * S + k_pos];
     return v;
+  }
+  // Only the causal diagonal masks (no padding, bias, rpe or padded keys): the kernels then test
+  // positions instead of calling operator(), which keeps the score loop lean (registers).
+  __device__ __forceinline__ bool causal_only() const {
+    return key_padding == nullptr && attn_bias == nullptr && rpe == nullptr && causal_diagonal && s_valid >= S;
+  }
+  __device__ __forceinline__ bool causal_masked(int q_pos, int k_pos) const {
+    return k_pos > q_pos && ((k_pos ^ q_pos) & -block) == 0;
   }
   __device__ __forceinline__ bool trivial() const {
     return key_padding == nullptr && attn_bias == nullptr && rpe == nullptr && !causal_diagonal && s_valid >= S;

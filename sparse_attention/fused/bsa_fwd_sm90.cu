@@ -47,7 +47,7 @@ __global__ void __launch_bounds__(kThreads) fwd_kernel_sm90(const Params p) {
   ScoreBias bias{p.key_padding ? p.key_padding + static_cast<int64_t>(b) * p.S : nullptr, p.attn_bias,
                  p.rpe ? p.rpe + (static_cast<int64_t>(b) * p.H + h) * p.S * p.S : nullptr,
                  p.S, p.s_valid, p.block, p.causal_diagonal};
-  const bool plain = bias.trivial();
+  const bool plain = bias.trivial(), causal_only = bias.causal_only();
 
   LQ::load2_async(sQ, static_cast<T*>(nullptr), q, q, static_cast<int>(p.q_rs),
                   [&](int r) { return q0 + r < p.S ? q0 + r : -1; });
@@ -105,6 +105,18 @@ __global__ void __launch_bounds__(kThreads) fwd_kernel_sm90(const Params p) {
 #pragma unroll
         for (int e = 0; e < 4; ++e)
           acc_s[4 * j + e] = present[(j * 8) / kChunk] ? acc_s[4 * j + e] * scale_log2 : -INFINITY;
+    } else if (causal_only) {
+#pragma unroll
+      for (int j = 0; j < kN8; ++j) {
+        const int slot = (j * 8) / kChunk;
+        const int key0 = e0 + slot < e_end ? chunks[e0 + slot] * kChunk : 0;
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const int k_pos = key0 + (j * 8 + 2 * t + (e & 1)) % kChunk;
+          acc_s[4 * j + e] = present[slot] && !bias.causal_masked(my_row[e >> 1], k_pos)
+                                 ? acc_s[4 * j + e] * scale_log2 : -INFINITY;
+        }
+      }
     } else {
 #pragma unroll
       for (int j = 0; j < kN8; ++j) {

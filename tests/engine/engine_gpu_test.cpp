@@ -4,6 +4,7 @@
 #include <torch/torch.h>
 
 #include "engine/engine.h"
+#include "tests/common/crash_backtrace.h"
 #include "tests/common/test_utils.h"
 #include "tests/engine/engine_test_util.h"
 
