@@ -13,6 +13,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include "ops/common/fs_util.h"
 
 namespace ds::checkpoint {
 namespace fs = std::filesystem;
@@ -109,7 +110,7 @@ std::string write_atomic(const std::string& dir, const std::string& tag,
   for (const auto& e : fs::directory_iterator(root, ec)) {
     if (e.path().filename().string().rfind(prefix, 0) == 0) stale.push_back(e.path());
   }
-  for (const auto& p : stale) fs::remove_all(p, ec);
+  for (const auto& p : stale) ds::remove_tree(p);
   const fs::path tmp = root / (prefix + std::to_string(::getpid()) + "-" + std::to_string(counter++));
   fs::create_directory(tmp, ec);
   if (ec) throw CheckpointError("cannot create '" + tmp.string() + "': " + ec.message());
@@ -120,7 +121,7 @@ std::string write_atomic(const std::string& dir, const std::string& tag,
   fsync_dir(tmp);
   fault_point("temp_written");
   const fs::path final_dir = root / tag;
-  if (publish_dir(tmp, final_dir)) fs::remove_all(tmp, ec);
+  if (publish_dir(tmp, final_dir)) ds::remove_tree(tmp);
   fsync_dir(root);
   fault_point("renamed");
   if (save_latest) {

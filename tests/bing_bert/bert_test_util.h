@@ -13,6 +13,7 @@
 
 #include "examples/bing_bert/data/shard_io.h"
 #include "examples/bing_bert/model/bert_model.h"
+#include "ops/common/fs_util.h"
 
 namespace ds::bert::test {
 
@@ -24,7 +25,7 @@ class TempDir {
   }
   ~TempDir() {
     std::error_code ec;
-    std::filesystem::remove_all(path_, ec);
+    ds::remove_tree(path_);
   }
   TempDir(const TempDir&) = delete;
   TempDir& operator=(const TempDir&) = delete;

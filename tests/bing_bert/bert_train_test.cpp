@@ -16,6 +16,7 @@
 #include "engine/engine.h"
 #include "examples/bing_bert/train/pretrain_data.h"
 #include "examples/bing_bert/train/trainer.h"
+#include "ops/common/fs_util.h"
 
 namespace ds::bert {
 namespace {
@@ -309,7 +310,7 @@ TEST(BertBadInput, ShardProblemsNameFileAndField) {
   write_text(shard, "not an hdf5 file");
   expect_input_error(r->args(), {shard, "HDF5"});
   // No shards at all.
-  std::filesystem::remove_all(r->dir / "shards");
+  ds::remove_tree(r->dir / "shards");
   expect_input_error(r->args(), {"shards", "data.mixed_seq_datasets.32.pretrain_dataset", r->cf});
 }
 

@@ -16,6 +16,7 @@
 #include "examples/bing_bert/data/pretraining_data.h"
 #include "examples/bing_bert/data/shard_io.h"
 #include "examples/bing_bert/data/tokenizer.h"
+#include "ops/common/fs_util.h"
 
 namespace fs = std::filesystem;
 using namespace ds::bert;
@@ -44,7 +45,7 @@ PretrainingData make(const PretrainingOptions& o, uint64_t seed, double validati
 fs::path temp_dir() {
   fs::path p = fs::temp_directory_path() / ("bert_prep_test_" + std::to_string(::getpid()) + "_" +
                                             ::testing::UnitTest::GetInstance()->current_test_info()->name());
-  fs::remove_all(p);
+  ds::remove_tree(p);
   fs::create_directories(p);
   return p;
 }
@@ -328,7 +329,7 @@ TEST(CreatePretrainingData, ShardRoundTrip) {
       }
     }
   }
-  fs::remove_all(dir);
+  ds::remove_tree(dir);
 }
 
 // ---------------------------------------------------------------- bert_prep, the command
@@ -360,7 +361,7 @@ TEST(BertPrep, WritesShardsThatMatchGoogleAndTheSummary) {
   const auto info = nlohmann::json::parse(read_text(dir / "tiny_info.json"));
   EXPECT_EQ(info.at("training").at("instances").get<int64_t>(), s.num_instances);
   EXPECT_NE(read_text(dir / "log").find("next sentence:"), std::string::npos);
-  fs::remove_all(dir);
+  ds::remove_tree(dir);
 }
 
 TEST(BertPrep, ShardsAndValidationSplit) {
@@ -395,7 +396,7 @@ TEST(BertPrep, ShardsAndValidationSplit) {
   EXPECT_EQ(n, info.at("training").at("instances").get<int64_t>());
   const PretrainingShard v = read_pretraining_shard(val[0], {tokenizer().vocab().size(), 64, 10});
   EXPECT_EQ(v.num_instances, info.at("validation").at("instances").get<int64_t>());
-  fs::remove_all(dir);
+  ds::remove_tree(dir);
 }
 
 TEST(BertPrep, BadInputIsAClearError) {
@@ -423,5 +424,5 @@ TEST(BertPrep, BadInputIsAClearError) {
                          " --num_shards 100000");
   EXPECT_NE(rc4, 0);
   EXPECT_NE(log4.find("--num_shards"), std::string::npos) << log4;
-  fs::remove_all(dir);
+  ds::remove_tree(dir);
 }

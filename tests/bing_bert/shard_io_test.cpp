@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "examples/bing_bert/data/shard_io.h"
+#include "ops/common/fs_util.h"
 
 namespace fs = std::filesystem;
 using namespace ds::bert;
@@ -28,7 +29,7 @@ using Fields = std::map<std::string, Field>;
 fs::path temp_dir() {
   fs::path p = fs::temp_directory_path() / ("bert_shard_test_" + std::to_string(::getpid()) + "_" +
                                             ::testing::UnitTest::GetInstance()->current_test_info()->name());
-  fs::remove_all(p);
+  ds::remove_tree(p);
   fs::create_directories(p);
   return p;
 }
@@ -85,7 +86,7 @@ TEST(ShardReader, ForeignIntegerTypesAndLabelShapes) {
     // labels: -1 except at the masked positions (k = index of the first 0 in positions).
     EXPECT_EQ(s.masked_lm_labels, (std::vector<int32_t>{-1, -1, 20, -1, -1, -1, -1, 21, -1, -1, 22, -1}));
   }
-  fs::remove_all(dir);
+  ds::remove_tree(dir);
 }
 
 TEST(ShardReader, MissingOrUnreadableFile) {
@@ -96,7 +97,7 @@ TEST(ShardReader, MissingOrUnreadableFile) {
   EXPECT_CONTAINS(e, "text.hdf5");
   EXPECT_CONTAINS(e, "HDF5");
   EXPECT_CONTAINS(error_of([&] { read_pretraining_shard(dir.string()); }), "not a regular file");
-  fs::remove_all(dir);
+  ds::remove_tree(dir);
 }
 
 TEST(ShardReader, MissingKey) {
@@ -109,7 +110,7 @@ TEST(ShardReader, MissingKey) {
     EXPECT_CONTAINS(e, "s.hdf5");
     EXPECT_CONTAINS(e, std::string("no dataset '") + key + "'");
   }
-  fs::remove_all(dir);
+  ds::remove_tree(dir);
 }
 
 TEST(ShardReader, MismatchedShapes) {
@@ -139,7 +140,7 @@ TEST(ShardReader, MismatchedShapes) {
   EXPECT_CONTAINS(e, "[N, seq_length]");
   e = error_with("masked_lm_positions", {2, 3, 1});
   EXPECT_CONTAINS(e, "field 'masked_lm_positions'");
-  fs::remove_all(dir);
+  ds::remove_tree(dir);
 }
 
 TEST(ShardReader, BadValuesAndExpectations) {
@@ -172,7 +173,7 @@ TEST(ShardReader, BadValuesAndExpectations) {
   f.createDataSet("input_mask", H5::PredType::IEEE_F32LE, H5::DataSpace(2, dims));
   f.close();
   EXPECT_CONTAINS(error_of([&] { read_pretraining_shard(p); }), "field 'input_mask' is not an integer dataset");
-  fs::remove_all(dir);
+  ds::remove_tree(dir);
 }
 
 TEST(ShardFiles, ListingAndNvidiaFileIndex) {
@@ -187,7 +188,7 @@ TEST(ShardFiles, ListingAndNvidiaFileIndex) {
   EXPECT_EQ(list_shard_files(dir.string(), "validation").size(), 1u);
   EXPECT_CONTAINS(error_of([&] { list_shard_files(dir.string(), "nothing"); }), "no file whose name contains");
   EXPECT_CONTAINS(error_of([&] { list_shard_files((dir / "absent").string()); }), "not found");
-  fs::remove_all(dir);
+  ds::remove_tree(dir);
 
   // DeepSpeed's formula: epoch 1, world 2, 8 files -> ranks read files 2 and 3.
   EXPECT_EQ(nvidia_shard_index(1, 2, 0, 8), 2);
@@ -219,5 +220,5 @@ TEST(ShardWriter, RejectsInconsistentSizes) {
   size_t leftovers = 0;
   for (const auto& e2 : fs::directory_iterator(dir)) leftovers += e2.path().filename().string()[0] == '.';
   EXPECT_EQ(leftovers, 0u) << "temporary file left behind";
-  fs::remove_all(dir);
+  ds::remove_tree(dir);
 }

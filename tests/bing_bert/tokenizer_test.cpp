@@ -15,6 +15,7 @@
 #include "examples/bing_bert/data/tokenizer.h"
 #include "examples/bing_bert/data/unicode_data.h"
 #include "examples/bing_bert/data/utf8.h"
+#include "ops/common/fs_util.h"
 
 namespace fs = std::filesystem;
 using namespace ds::bert;
@@ -39,7 +40,7 @@ BertTokenizer tiny_tokenizer(bool lower = true, int max_chars = 100) {
 fs::path temp_dir() {
   fs::path p = fs::temp_directory_path() / ("bert_tok_test_" + std::to_string(::getpid()) + "_" +
                                             ::testing::UnitTest::GetInstance()->current_test_info()->name());
-  fs::remove_all(p);
+  ds::remove_tree(p);
   fs::create_directories(p);
   return p;
 }
@@ -207,7 +208,7 @@ TEST(Vocab, MissingSpecialTokensNameTheFile) {
   const std::string e5 = error_of([&] { Vocab::load((dir / "ids.json").string()); });
   EXPECT_NE(e5.find("ids.json"), std::string::npos) << e5;
   EXPECT_NE(e5.find("[UNK]"), std::string::npos) << e5;
-  fs::remove_all(dir);
+  ds::remove_tree(dir);
 }
 
 TEST(Vocab, TextFileQuirks) {
@@ -223,7 +224,7 @@ TEST(Vocab, TextFileQuirks) {
   EXPECT_EQ(v.distinct_ids(), (std::vector<int32_t>{0, 1, 2, 3, 4, 6, 7}));
   ASSERT_FALSE(v.notes().empty());
   EXPECT_NE(v.notes()[0].find("'the'"), std::string::npos);
-  fs::remove_all(dir);
+  ds::remove_tree(dir);
 }
 
 TEST(Vocab, JsonForms) {
@@ -242,7 +243,7 @@ TEST(Vocab, JsonForms) {
   const Vocab obj = Vocab::load((dir / "obj.json").string());
   EXPECT_EQ(obj.mask_id(), 4);
   EXPECT_EQ(obj.token(5), "x");
-  fs::remove_all(dir);
+  ds::remove_tree(dir);
 }
 
 TEST(Vocab, RealBertTokenizerPackageIfFetched) {

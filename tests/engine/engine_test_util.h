@@ -11,6 +11,7 @@
 
 #include "engine/config/ds_config.h"
 #include "engine/engine.h"
+#include "ops/common/fs_util.h"
 
 namespace ds::test {
 
@@ -78,12 +79,12 @@ class TempDir {
  public:
   explicit TempDir(const std::string& name) {
     path_ = std::filesystem::temp_directory_path() / (name + "-" + std::to_string(::getpid()));
-    std::filesystem::remove_all(path_);
+    ds::remove_tree(path_);
     std::filesystem::create_directories(path_);
   }
   ~TempDir() {
     std::error_code ec;
-    std::filesystem::remove_all(path_, ec);
+    ds::remove_tree(path_);
   }
   std::string str() const { return path_.string(); }
   std::filesystem::path path() const { return path_; }

@@ -20,6 +20,7 @@
 #include "engine/comm/distributed_context.h"
 #include "tests/common/test_utils.h"
 #include "tests/engine_dp/dp_test_util.h"
+#include "ops/common/fs_util.h"
 
 namespace {
 
@@ -392,7 +393,7 @@ TEST(DataParallelEngine, CheckpointWrittenByRankZeroResumesIdenticallyOnAllRanks
   auto pid = torch::tensor({static_cast<int64_t>(::getpid())}, torch::kLong);
   world_comm().broadcast(pid, 0);
   const auto dir = std::filesystem::temp_directory_path() / ("dp_ckpt_" + std::to_string(pid.item<int64_t>()));
-  if (rank() == 0) std::filesystem::remove_all(dir);
+  if (rank() == 0) ds::remove_tree(dir);
   world_comm().barrier();
 
   const auto cfg = ds::test::dp_config(2, 2, world());
@@ -426,7 +427,7 @@ TEST(DataParallelEngine, CheckpointWrittenByRankZeroResumesIdenticallyOnAllRanks
     EXPECT_TRUE(ds::test::same_on_all_ranks(world_comm(), resumed[i].second)) << resumed[i].first;
   }
   world_comm().barrier();
-  if (rank() == 0) std::filesystem::remove_all(dir);
+  if (rank() == 0) ds::remove_tree(dir);
 }
 
 }  // namespace
