@@ -3,17 +3,18 @@
 # pretrain BERT with the bing_bert recipe (examples/bing_bert/README.md):
 #   no GPU:   bert_tiny on NUM_PROCS CPU ranks (dsrun --num_procs, default 2), seq 128, STEPS steps (300)
 #   GPUs:     bert_base on every local GPU (dsrun --num_gpus N), seq 128, bf16, STEPS steps (1000)
-# Settings (environment): OUT (out), STEPS, NUM_PROCS, PRINT_STEPS (20 CPU / 50 GPU).
+# Settings (environment): OUT (out), STEPS, NUM_PROCS, PRINT_STEPS (20 CPU / 50 GPU), DS_BUILD_DIR (build).
 # It prints where the checkpoints, the log and the loss curve are, and the loss at the start and end.
 set -euo pipefail
 cd "$(dirname "$0")"
 source scripts/common.sh
 
 ds_install_deps
-ds_build build
+BUILD=${DS_BUILD_DIR:-build}
+ds_build "$BUILD"
 
 ds_log "data: examples/bing_bert/fetch_data.sh (each step skipped when its output exists)"
-examples/bing_bert/fetch_data.sh
+BUILD_DIR="$(cd "$BUILD" && pwd)" examples/bing_bert/fetch_data.sh
 
 OUT=${OUT:-out}
 gpus=0
@@ -24,7 +25,7 @@ fi
 if [ "$gpus" -gt 0 ]; then
   job=bert_base_seq128
   steps=${STEPS:-1000}
-  launch=(build/bin/dsrun --num_gpus "$gpus")
+  launch=("$BUILD/bin/dsrun" --num_gpus "$gpus")
   recipe=(--cf configs/bert_base.json --deepspeed_config configs/ds_bert_base_gpu.json --lr_schedule LE
           --print_steps "${PRINT_STEPS:-50}")
   what="bert_base on $gpus GPU(s)"
@@ -32,7 +33,7 @@ else
   job=bert_tiny_seq128
   steps=${STEPS:-300}
   procs=${NUM_PROCS:-2}
-  launch=(build/bin/dsrun --num_procs "$procs")
+  launch=("$BUILD/bin/dsrun" --num_procs "$procs")
   # mpirun refuses more ranks than cores unless told to oversubscribe.
   if [ "$(nproc 2>/dev/null || echo 1)" -lt "$procs" ]; then launch+=(--launcher_args=--oversubscribe); fi
   recipe=(--cf configs/bert_tiny.json --deepspeed_config configs/ds_bert_tiny_cpu.json --lr_schedule EE
@@ -46,7 +47,7 @@ mkdir -p "$OUT/logs"
 log="$OUT/logs/$job.log"
 ds_log "pretrain $what: seq 128, $steps steps -> $OUT (log $log)"
 start=$(date +%s)
-"${launch[@]}" build/bin/bert_pretrain "${recipe[@]}" --max_seq_length 128 --max_predictions_per_seq 20 \
+"${launch[@]}" "$BUILD/bin/bert_pretrain" "${recipe[@]}" --max_seq_length 128 --max_predictions_per_seq 20 \
   --output_dir "$OUT" --job_name "$job" --data_path_prefix data --validation_data_path_prefix data \
   --max_steps "$steps" --seed 42 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
