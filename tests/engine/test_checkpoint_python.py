@@ -8,6 +8,11 @@ import sys
 
 import torch
 
+# torch >= 2.6 loads with weights_only=True by default, which refuses the type tags of typed
+# dicts and lists in the pickle (DeepSpeed's own checkpoints are loaded with weights_only=False
+# for the same reason). torch 1.13 has no such argument.
+LOAD_KW = {"weights_only": False} if "weights_only" in torch.load.__code__.co_varnames else {}
+
 
 def check(cond, what):
     if not cond:
@@ -27,7 +32,7 @@ def main(root):
         with open(os.path.join(d, "latest")) as f:
             tag = f.read().strip()
         check(tag == "global_step2", f"{label}: latest holds {tag!r}")
-        sd = torch.load(os.path.join(d, tag, "mp_rank_00_model_states.pt"), map_location="cpu")
+        sd = torch.load(os.path.join(d, tag, "mp_rank_00_model_states.pt"), map_location="cpu", **LOAD_KW)
         check(isinstance(sd, dict), f"{label}: model states is a {type(sd)}")
         module = sd["module"]
         check(set(module) == set(tensors), f"{label}: module keys {sorted(module)} != {sorted(tensors)}")
@@ -44,7 +49,7 @@ def main(root):
         check(cfg["train_batch_size"] == 2, f"{label}: ds_config {cfg}")
         check(isinstance(sd["rng_state"]["cpu"], torch.Tensor), f"{label}: rng_state")
         # The usual way to put the weights into a PyTorch model: load_state_dict(sd["module"]).
-        optim = torch.load(os.path.join(d, tag, "mp_rank_00_optim_states.pt"), map_location="cpu")
+        optim = torch.load(os.path.join(d, tag, "mp_rank_00_optim_states.pt"), map_location="cpu", **LOAD_KW)
         osd = optim["optimizer_state_dict"]
         check(osd["type"] == "Adam", f"{label}: optimizer {osd['type']}")
         applied = sd["global_steps"] - sd["skipped_steps"]  # fp16 may skip an overflowing first step
