@@ -2,7 +2,26 @@
 
 #include <torch/torch.h>
 
+#include "sparse_attention/nm/nm_attention.h"
+#include "sparse_attention/nm/nm_fused.h"
+
 namespace ds {
+namespace {
+
+// DeepSpeed's mask preparation, shared by the block-sparse and the N:M path: cast to the query's
+// dtype; key_padding_mask squeezed on dims ndim-1..1 ([B,1,1,S] -> [B,S]), attn_mask fully squeezed.
+at::Tensor prepare_key_padding_mask(const at::Tensor& mask, at::ScalarType dtype) {
+  if (!mask.defined()) return {};
+  at::Tensor m = mask.to(dtype);
+  for (int64_t d = m.dim() - 1; d > 0; --d) m = m.squeeze(d);
+  return m;
+}
+
+at::Tensor prepare_attn_mask(const at::Tensor& mask, at::ScalarType dtype) {
+  return mask.defined() ? mask.to(dtype).squeeze() : at::Tensor();
+}
+
+}  // namespace
 
 SparseSelfAttentionImpl::SparseSelfAttentionImpl(std::shared_ptr<const SparsityConfig> sparsity_config,
                                                  const std::string& key_padding_mask_mode,
@@ -14,10 +33,14 @@ SparseSelfAttentionImpl::SparseSelfAttentionImpl(std::shared_ptr<const SparsityC
   TORCH_CHECK_VALUE(config_ != nullptr,
                     "SparseSelfAttention needs a sparsity config (e.g. FixedSparsityConfig(num_heads)); "
                     "DeepSpeed's default SparsityConfig(num_heads=4) has no layout");
-  master_layout = register_buffer("master_layout", config_->make_layout(max_seq_length));
+  if (config_->has_block_layout())
+    master_layout = register_buffer("master_layout", config_->make_layout(max_seq_length));
 }
 
 int64_t SparseSelfAttentionImpl::num_blocks_for(int64_t L) const {
+  TORCH_CHECK_VALUE(config_->has_block_layout(), "SparseSelfAttention: sparsity config '", config_->name(),
+                    "' has no block layout (its sparsity is chosen per input at run time), so there are no "
+                    "layouts or tables to get");
   const int64_t block = config_->block();
   TORCH_CHECK_VALUE(L > 0, "Sequence Length must be positive, got ", L);
   const int64_t nb = (L + block - 1) / block;
@@ -70,20 +93,54 @@ at::Tensor SparseSelfAttentionImpl::forward(const at::Tensor& query, const at::T
                               "only self-attention is supported for now (query ", query.sizes(), ", key ",
                               key_in.sizes(), ", value ", value.sizes(), ")");
 
+  if (!config_->has_block_layout()) {
+    TORCH_CHECK_NOT_IMPLEMENTED(!rpe.defined(), "SparseSelfAttention: sparsity config '", config_->name(),
+                                "' (dynamic N:M) does not take a relative position embedding (rpe) yet");
+    return forward_nm(query, key, value, key_padding_mask, attn_mask);
+  }
+
   AttentionOptions o;
   o.key_padding_mask_mode = kp_mode_;
   o.attn_mask_mode = attn_mode_;
   o.causal_diagonal = config_->unidirectional();
   o.path = path_;
   o.rpe = rpe;
-  if (key_padding_mask.defined()) {
-    at::Tensor m = key_padding_mask.to(query.scalar_type());
-    for (int64_t d = m.dim() - 1; d > 0; --d) m = m.squeeze(d);
-    o.key_padding_mask = m;
-  }
-  if (attn_mask.defined()) o.attn_mask = attn_mask.to(query.scalar_type()).squeeze();
+  o.key_padding_mask = prepare_key_padding_mask(key_padding_mask, query.scalar_type());
+  o.attn_mask = prepare_attn_mask(attn_mask, query.scalar_type());
   std::shared_ptr<const LayoutTables> tables = get_tables(tgt_len);
   return sparse_attention(query, key, value, *tables, o);
+}
+
+at::Tensor SparseSelfAttentionImpl::forward_nm(const at::Tensor& query, const at::Tensor& key,
+                                               const at::Tensor& value, const at::Tensor& key_padding_mask,
+                                               const at::Tensor& attn_mask) const {
+  const auto* nm = dynamic_cast<const NMSparsityConfig*>(config_.get());
+  TORCH_CHECK_VALUE(nm != nullptr, "SparseSelfAttention: sparsity config '", config_->name(),
+                    "' has no block layout and is not an NMSparsityConfig; no attention can run it");
+  // A head count that differs from the config's is a wiring error, as it is for the block layouts.
+  TORCH_CHECK_VALUE(query.size(1) == nm->num_heads(), "SparseSelfAttention: query has ", query.size(1),
+                    " heads, the sparsity config ", nm->num_heads());
+  NMOptions o;
+  o.n = nm->n();
+  o.m = nm->m();
+  o.key_padding_mask = prepare_key_padding_mask(key_padding_mask, query.scalar_type());
+  o.attn_mask = prepare_attn_mask(attn_mask, query.scalar_type());
+  o.key_padding_mask_mode = kp_mode_;
+  o.attn_mask_mode = attn_mode_;
+  o.causal = nm->unidirectional();
+  switch (path_) {
+    case AttentionPath::Auto:
+      break;
+    case AttentionPath::Unfused:
+      return nm_sparse_attention_reference(query, key, value, o);
+    case AttentionPath::Fused: {
+      const std::string why = nm_fused_unsupported_reason(query, o);
+      TORCH_CHECK(why.empty(), "SparseSelfAttention: attention path 'fused' but the fused N:M kernel cannot run "
+                  "these arguments: ", why);
+      return nm_fused_attention(query, key, value, o);
+    }
+  }
+  return nm_sparse_attention(query, key, value, o);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -18,6 +18,12 @@
 //  diagonal block, leaking up to block-1 future tokens, unless the user passes a causal attn_mask).
 //  On CUDA the fused kernel runs whenever it supports the arguments (ds::sparse_attention's rule);
 //  set_attention_path forces a path.
+// Dynamic N:M (an NMSparsityConfig, mode "dynamic_nm"): no master layout, no tables, no block padding;
+//  forward runs ds::nm_sparse_attention (sparse_attention/nm) with the same mask handling, modes and
+//  scale, causal when the config is unidirectional. The path: Auto = nm_sparse_attention's dispatch
+//  (fused CUDA kernel when it supports the arguments, else the reference), Fused = the fused kernel
+//  or an error, Unfused = the reference. No rpe (the N:M op has none yet). max_seq_length is not a
+//  limit there (nothing is sized by it).
 #pragma once
 
 #include <torch/nn/module.h>
@@ -50,6 +56,7 @@ class SparseSelfAttentionImpl : public torch::nn::Module {
                      const at::Tensor& attn_mask = {});
 
   // The layout used for a sequence of L tokens: master_layout[:, :nb, :nb], nb = ceil(L / block).
+  // Both throw for a config without block layout (dynamic N:M).
   at::Tensor get_layout(int64_t L) const;
   // The cached tables of that layout (built on first use per block count).
   std::shared_ptr<const LayoutTables> get_tables(int64_t L);
@@ -63,10 +70,14 @@ class SparseSelfAttentionImpl : public torch::nn::Module {
   void set_attention_path(AttentionPath path) { path_ = path; }
   AttentionPath attention_path() const { return path_; }
 
-  at::Tensor master_layout;  // int64 [heads, max_seq_length/block, max_seq_length/block]
+  // int64 [heads, max_seq_length/block, max_seq_length/block]; undefined (and not a buffer, so not in
+  // the state dict) for dynamic N:M.
+  at::Tensor master_layout;
 
  private:
   int64_t num_blocks_for(int64_t L) const;  // ceil(L / block), checked against the master layout
+  at::Tensor forward_nm(const at::Tensor& query, const at::Tensor& key, const at::Tensor& value,
+                        const at::Tensor& key_padding_mask, const at::Tensor& attn_mask) const;
 
   std::shared_ptr<const SparsityConfig> config_;
   MaskMode kp_mode_, attn_mode_;
@@ -84,7 +95,8 @@ TORCH_MODULE(SparseSelfAttention);
 // (as DeepSpeed). State-dict keys: query.*, key.*, value.*, sparse_self_attention.master_layout.
 class BertSparseSelfAttentionImpl : public torch::nn::Module {
  public:
-  // sparsity_config null: FixedSparsityConfig(num_heads = num_attention_heads). (DeepSpeed's
+  // sparsity_config null: FixedSparsityConfig(num_heads = num_attention_heads). An NMSparsityConfig
+  // runs dynamic N:M attention (no master_layout key in the state dict then). (DeepSpeed's
   // default is FixedSparsityConfig(num_heads=4), which fails for any model without 4 heads.)
   BertSparseSelfAttentionImpl(int64_t hidden_size, int64_t num_attention_heads,
                               std::shared_ptr<const SparsityConfig> sparsity_config = nullptr,

@@ -5,6 +5,7 @@
 #include <algorithm>
 
 #include "engine/config/ds_config.h"
+#include "sparse_attention/nm/nm_attention.h"
 #include "sparse_attention/prng.h"
 
 namespace ds {
@@ -390,6 +391,20 @@ at::Tensor LocalSlidingWindowSparsityConfig::make_layout(int64_t seq_len) const 
 }
 
 // ---------------------------------------------------------------------------------------------
+NMSparsityConfig::NMSparsityConfig(int64_t num_heads, int64_t n, int64_t m, const std::string& attention)
+    : SparsityConfig(num_heads, m > 0 ? m : 1, false), n_(n), m_(m), attention_(attention) {
+  check_nm(n, m);
+  check_attention(attention);
+}
+
+at::Tensor NMSparsityConfig::make_layout(int64_t seq_len) const {
+  TORCH_CHECK_VALUE(false, "sparse_attention.mode 'dynamic_nm' (", n_, ":", m_, ") has no block layout: its "
+                    "sparsity is chosen per query row at run time (asked for a layout of ", seq_len, " tokens); "
+                    "SparseSelfAttention runs it without one");
+  return {};
+}
+
+// ---------------------------------------------------------------------------------------------
 std::shared_ptr<SparsityConfig> make_sparsity_config(const SparseAttentionConfig& c, int64_t num_heads) {
   auto ints = [](const std::vector<int>& v) { return std::vector<int64_t>(v.begin(), v.end()); };
   std::optional<std::vector<int64_t>> ends;
@@ -420,10 +435,11 @@ std::shared_ptr<SparsityConfig> make_sparsity_config(const SparseAttentionConfig
       return std::make_shared<LocalSlidingWindowSparsityConfig>(num_heads, c.block, c.num_sliding_window_blocks,
                                                                 c.attention);
     case SparseMode::DynamicNM:
-      break;
+      // The JSON of dynamic_nm has no `attention` key (the parser keeps the default, bidirectional);
+      // passing it on keeps a causal variant reachable for code that builds the section itself.
+      return std::make_shared<NMSparsityConfig>(num_heads, c.n, c.m, c.attention);
   }
-  TORCH_CHECK_VALUE(false, "sparse_attention.mode: 'dynamic_nm' has no block layout (its sparsity is chosen per "
-                    "input at run time); use fixed, variable, bigbird, bslongformer, local_sliding_window or dense");
+  TORCH_CHECK_VALUE(false, "sparse_attention.mode: unknown mode ", static_cast<int>(c.mode));
   return nullptr;
 }
 

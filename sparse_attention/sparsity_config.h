@@ -41,6 +41,9 @@ class SparsityConfig {
   // attention == "unidirectional": SparseSelfAttention then makes the diagonal blocks causal inside
   // the block (AttentionOptions::causal_diagonal). User structures without the notion say false.
   virtual bool unidirectional() const { return false; }
+  // False for structures chosen per input at run time (NMSparsityConfig): make_layout throws, and
+  // SparseSelfAttention builds no master layout and pads nothing to blocks.
+  virtual bool has_block_layout() const { return true; }
 
   int64_t num_heads() const { return num_heads_; }
   int64_t block() const { return block_; }
@@ -188,6 +191,29 @@ class LocalSlidingWindowSparsityConfig : public SparsityConfig {
 
  private:
   int64_t num_sliding_;
+  std::string attention_;
+};
+
+// Dynamic N:M fine-grained sparsity (mode "dynamic_nm", after DFSS; sparse_attention/nm): in every
+// group of m consecutive keys of a query row the n largest scores are kept, so the pattern depends on
+// the input and there is no block layout. 1:2 and 2:4 only. block() is m, the granularity the
+// selection pads the key axis to (inside the op: callers pad nothing). unidirectional: causal.
+class NMSparsityConfig : public SparsityConfig {
+ public:
+  explicit NMSparsityConfig(int64_t num_heads, int64_t n = 2, int64_t m = 4,
+                            const std::string& attention = "bidirectional");
+  // Throws c10::ValueError: the layout is chosen per input at run time.
+  at::Tensor make_layout(int64_t seq_len) const override;
+  std::string name() const override { return "dynamic_nm"; }
+  bool unidirectional() const override { return attention_ == "unidirectional"; }
+  bool has_block_layout() const override { return false; }
+
+  int64_t n() const { return n_; }
+  int64_t m() const { return m_; }
+  const std::string& attention() const { return attention_; }
+
+ private:
+  int64_t n_, m_;
   std::string attention_;
 };
 

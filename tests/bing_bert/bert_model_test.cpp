@@ -6,11 +6,13 @@
 #include <torch/torch.h>
 
 #include <cmath>
+#include <functional>
 #include <map>
 
 #include "bert_test_util.h"
 #include "engine/config/ds_config.h"
 #include "examples/bing_bert/model/bert_model.h"
+#include "sparse_attention/nm/nm_attention.h"
 #include "sparse_attention/sparse_self_attention.h"
 #include "sparse_attention/sparsity_config.h"
 
@@ -35,7 +37,12 @@ at::Tensor lin(const at::Tensor& x, const Params& p, const std::string& name) {
   return at::matmul(x, p.at(name + ".weight").t()) + p.at(name + ".bias");
 }
 
-at::Tensor reference_loss(const Params& p, const BertConfig& c, const PretrainingBatch& b) {
+// q, k, v [B, heads, S, d], BERT's additive mask [B, 1, 1, S] -> context [B, heads, S, d].
+using AttentionFn = std::function<at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&)>;
+
+// attention empty: dense softmax attention, as bing_bert.
+at::Tensor reference_loss(const Params& p, const BertConfig& c, const PretrainingBatch& b,
+                          const AttentionFn& attention = {}) {
   const int64_t B = b.input_ids.size(0), S = b.input_ids.size(1), H = c.hidden_size;
   const int64_t heads = c.num_attention_heads, d = H / heads;
   const double eps = c.layer_norm_eps;
@@ -51,8 +58,15 @@ at::Tensor reference_loss(const Params& p, const BertConfig& c, const Pretrainin
     const at::Tensor q = split(lin(h, p, pre + "attention.self.query"));
     const at::Tensor k = split(lin(h, p, pre + "attention.self.key"));
     const at::Tensor v = split(lin(h, p, pre + "attention.self.value"));
-    const at::Tensor probs = at::softmax(at::matmul(q, k.transpose(-1, -2)) / std::sqrt(static_cast<double>(d)) + mask, -1);
-    const at::Tensor ctx = at::matmul(probs, v).permute({0, 2, 1, 3}).reshape({B, S, H});
+    at::Tensor ctx;
+    if (attention) {
+      ctx = attention(q, k, v, mask);
+    } else {
+      const at::Tensor probs =
+          at::softmax(at::matmul(q, k.transpose(-1, -2)) / std::sqrt(static_cast<double>(d)) + mask, -1);
+      ctx = at::matmul(probs, v);
+    }
+    ctx = ctx.permute({0, 2, 1, 3}).reshape({B, S, H});
     const at::Tensor y = x + lin(ctx, p, pre + "attention.output.dense");
     const at::Tensor z = ln(y, p.at(pre + "PostAttentionLayerNorm.weight"), p.at(pre + "PostAttentionLayerNorm.bias"), eps);
     x = y + lin(gelu_erf(lin(z, p, pre + "intermediate.dense_act")), p, pre + "output.dense");
@@ -270,6 +284,41 @@ TEST(BertModel, SparseAttentionSwitchPadsToBlocksAndMasksThePaddedKeys) {
   lf.backward();
   EXPECT_TRUE(std::isfinite(lf.item<double>()));
   EXPECT_TRUE(fixed_model->named_parameters()["bert.encoder.layer.1.attention.self.query.weight"].grad().defined());
+}
+
+TEST(BertModel, DynamicNMSwitchPadsNothingAndMatchesTheNMComposition) {
+  const BertConfig c = tiny_config();
+  const BertModelOptions o =
+      model_options_from_ds_config(c, ds_config(R"(, "sparse_attention": {"mode": "dynamic_nm", "n": 2, "m": 4})"), 0, 64);
+  ASSERT_EQ(o.kind, EncoderKind::SparseAttention);
+  EXPECT_EQ(o.sparsity->name(), "dynamic_nm");
+  torch::manual_seed(5);
+  BertForPreTrainingPreLN model(c, o);
+  EXPECT_EQ(model->bert->sparse_block, 0);  // no blocks: the input is not padded
+  EXPECT_FALSE(model->named_buffers().contains("bert.encoder.layer.0.attention.self.sparse_self_attention.master_layout"));
+  model->to(torch::kDouble);
+  // Seq 19: not a multiple of 4; random_batch pads some sequences, so the key padding mask matters.
+  const PretrainingBatch b = random_batch(3, 19, c.vocab_size, 5);
+  const at::Tensor loss = model->forward(b);
+  loss.backward();
+
+  Params ref;
+  for (const auto& item : model->named_parameters()) ref[item.key()] = item.value().detach().clone().requires_grad_(true);
+  const AttentionFn nm = [](const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& mask) {
+    NMOptions opt;
+    opt.n = 2;
+    opt.m = 4;
+    opt.key_padding_mask = mask.view({q.size(0), q.size(2)});
+    return nm_sparse_attention_reference(q, k, v, opt);
+  };
+  const at::Tensor ref_loss = reference_loss(ref, c, b, nm);
+  ref_loss.backward();
+  EXPECT_NEAR(loss.item<double>(), ref_loss.item<double>(), 1e-10 * std::abs(ref_loss.item<double>()));
+  for (const auto& item : model->named_parameters())
+    expect_same_grad(item.key(), item.value().grad(), ref.at(item.key()).grad());
+  // The selection is not a no-op: dense attention gives another loss.
+  const double dense = reference_loss(ref, c, b).item<double>();
+  EXPECT_GT(std::abs(dense - ref_loss.item<double>()), 1e-6 * std::abs(dense));
 }
 
 TEST(BertModel, KernelAndSparseTogetherIsAConfigError) {

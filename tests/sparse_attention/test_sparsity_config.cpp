@@ -338,7 +338,21 @@ TEST(SparsityFactory, BuildsEachModeWithItsKeys) {
 
   c = SparseAttentionConfig{};
   c.mode = SparseMode::DynamicNM;
-  DS_EXPECT_THROW_MSG(make_sparsity_config(c, 2), c10::ValueError, "'dynamic_nm' has no block layout");
+  c.n = 1;
+  c.m = 2;
+  auto nm_cfg = make_sparsity_config(c, 2);
+  EXPECT_EQ(nm_cfg->name(), "dynamic_nm");
+  EXPECT_FALSE(nm_cfg->has_block_layout());
+  EXPECT_FALSE(nm_cfg->unidirectional());
+  const auto* nm = dynamic_cast<const NMSparsityConfig*>(nm_cfg.get());
+  ASSERT_NE(nm, nullptr);
+  EXPECT_EQ(nm->n(), 1);
+  EXPECT_EQ(nm->m(), 2);
+  DS_EXPECT_THROW_MSG(nm_cfg->make_layout(64), c10::ValueError, "'dynamic_nm' (1:2) has no block layout");
+  // A section built in code (not through the parser, which refuses it too) with an unsupported n:m.
+  c.n = 3;
+  c.m = 4;
+  DS_EXPECT_THROW_MSG(make_sparsity_config(c, 2), c10::ValueError, "supports 1:2 and 2:4 (n:m); got 3:4");
 }
 
 // A user-defined structure: a subclass overriding make_layout with the protected helpers.

@@ -74,7 +74,7 @@ struct BertModelOptions {
 //    seed = `seed` unless the section sets one, fp16/bf16 from the config, pre_layer_norm true
 //    (the recipe is pre-LN: false is an error);
 //  - a "sparse_attention" section: BertSparseSelfAttention in every layer, structure from
-//    make_sparsity_config(section, num_attention_heads);
+//    make_sparsity_config(section, num_attention_heads) (dynamic_nm: an NMSparsityConfig, no layout);
 //  - both: ModelConfigError before anything is built (the parser also refuses it);
 //  - neither: the plain layer.
 // max_seq_length sizes the sparse master layout (at least DeepSpeed's 2048).

@@ -68,7 +68,8 @@ BertModelImpl::BertModelImpl(const BertConfig& c, const BertModelOptions& o) : p
   embeddings = register_module("embeddings", BertEmbeddings(c, c.padded_vocab_size()));
   encoder = register_module("encoder", BertEncoder(c, o));
   pooler = register_module("pooler", BertPooler(c));
-  if (o.kind == EncoderKind::SparseAttention) sparse_block = o.sparsity->block();
+  // Dynamic N:M has no blocks: the op pads its key groups itself, so the input is not padded.
+  if (o.kind == EncoderKind::SparseAttention && o.sparsity->has_block_layout()) sparse_block = o.sparsity->block();
 }
 
 std::pair<at::Tensor, at::Tensor> BertModelImpl::forward(const at::Tensor& input_ids_in,
@@ -228,7 +229,7 @@ void replace_model_self_attention_with_sparse_self_attention(BertForPreTrainingP
     att.set_self(torch::nn::AnyModule(sparse));
   }
   enc.set_kind(EncoderKind::SparseAttention);
-  model.bert->sparse_block = block;
+  model.bert->sparse_block = sparsity->has_block_layout() ? block : 0;
 }
 
 int64_t extend_position_embedding(BertForPreTrainingPreLNImpl& model, int64_t max_position) {

@@ -20,6 +20,7 @@
 //  - Sparse attention pads the sequence to whole blocks as bing_bert does, but pads the 0/1 input
 //    mask before making the additive mask, so padded keys get -10000. bing_bert pads the additive
 //    mask with 0 (= attend) and then hands the encoder the unpadded mask anyway (§5.10).
+//    Dynamic N:M sparse attention ("mode": "dynamic_nm", no blocks; our addition) pads nothing.
 //  - The MLM transform runs on the gathered masked rows only (bing_bert transforms every token
 //    and gathers afterwards; the transform is per token, so the result is the same).
 //  - The MLM and NSP cross entropies are computed from float32 logits in fp16/bf16 training.
