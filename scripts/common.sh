@@ -6,7 +6,7 @@
 # OpenMP threads instead of starting its own.
 DS_APT_PACKAGES=(build-essential cmake g++ git libtorch-dev python3-torch nlohmann-json3-dev
   libopenmpi-dev openmpi-bin libhdf5-dev libcli11-dev libgtest-dev clang libclang-rt-14-dev
-  nodejs npm libopenblas0-openmp)
+  nodejs npm libopenblas0-openmp python3-h5py)
 
 ds_log() { printf '\n==> %s\n' "$*"; }
 
