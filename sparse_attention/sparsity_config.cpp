@@ -79,6 +79,22 @@ void check_random(int64_t nb, int64_t n) {
                     ", must be smaller than overall number of blocks in a row, ", nb, "!");
 }
 
+// Random blocks of Variable and BigBird: num_random blocks per row from a generator seeded by
+// (seed, head), so every rank builds the same layout. Causal rows draw from [0, row] only (DeepSpeed
+// samples the whole row, letting a causal model see future blocks, and BigBird raises "Sample
+// larger than population" on the first rows); a row shorter than num_random takes all of it.
+void set_random_blocks(at::Tensor& layout, int64_t h, int64_t num_random, bool unidirectional, uint64_t seed) {
+  LayoutWriter w(layout);
+  const int64_t nb = w.nb();
+  check_random(nb, num_random);
+  if (num_random == 0) return;
+  Xoshiro256 rng(seed, static_cast<uint64_t>(h));
+  for (int64_t row = 0; row < nb; ++row) {
+    const int64_t population = unidirectional ? row + 1 : nb;
+    for (int64_t col : rng.sample(population, std::min(num_random, population))) w.set(h, row, col);
+  }
+}
+
 }  // namespace
 
 // ---------------------------------------------------------------------------------------------
@@ -203,18 +219,7 @@ VariableSparsityConfig::VariableSparsityConfig(int64_t num_heads, int64_t block,
 }
 
 void VariableSparsityConfig::set_random_layout(int64_t h, at::Tensor& layout) const {
-  LayoutWriter w(layout);
-  const int64_t nb = w.nb();
-  check_random(nb, num_random_blocks_);
-  if (num_random_blocks_ == 0) return;
-  // DeepSpeed samples from the whole row even for unidirectional attention, which lets a causal
-  // model see future blocks; we sample causal rows from [0, row] (all of it when it is shorter).
-  const bool uni = attention_ == "unidirectional";
-  Xoshiro256 rng(seed_, static_cast<uint64_t>(h));
-  for (int64_t row = 0; row < nb; ++row) {
-    const int64_t population = uni ? row + 1 : nb;
-    for (int64_t col : rng.sample(population, std::min(num_random_blocks_, population))) w.set(h, row, col);
-  }
+  set_random_blocks(layout, h, num_random_blocks_, attention_ == "unidirectional", seed_);
 }
 
 void VariableSparsityConfig::set_local_layout(int64_t h, at::Tensor& layout) const {
@@ -277,18 +282,7 @@ BigBirdSparsityConfig::BigBirdSparsityConfig(int64_t num_heads, int64_t block, b
 }
 
 void BigBirdSparsityConfig::set_random_layout(int64_t h, at::Tensor& layout) const {
-  LayoutWriter w(layout);
-  const int64_t nb = w.nb();
-  check_random(nb, num_random_blocks_);
-  if (num_random_blocks_ == 0) return;
-  // Causal rows draw from [0, row]. DeepSpeed raises "Sample larger than population" for the first
-  // rows when num_random_blocks > 1; we take the whole (shorter) population instead.
-  const bool uni = attention_ == "unidirectional";
-  Xoshiro256 rng(seed_, static_cast<uint64_t>(h));
-  for (int64_t row = 0; row < nb; ++row) {
-    const int64_t population = uni ? row + 1 : nb;
-    for (int64_t col : rng.sample(population, std::min(num_random_blocks_, population))) w.set(h, row, col);
-  }
+  set_random_blocks(layout, h, num_random_blocks_, attention_ == "unidirectional", seed_);
 }
 
 void BigBirdSparsityConfig::set_sliding_window_layout(int64_t h, at::Tensor& layout) const {
