@@ -6,16 +6,35 @@ target_compile_options(ds_options INTERFACE
   $<$<AND:$<COMPILE_LANGUAGE:CXX>,$<BOOL:${DS_WERROR}>>:-Werror>
   # nvcc: host-side warnings through the host compiler; device code keeps nvcc's own checks.
   $<$<COMPILE_LANGUAGE:CUDA>:-Xcompiler=-Wall --expt-relaxed-constexpr>)
-# libstdc++ and libgcc_s first in every library's and executable's DT_NEEDED. The pip LibTorch
-# (torch 2.x wheels, built with a gcc-toolset whose newer libstdc++ parts are linked statically)
-# exports its own unversioned copies of some libstdc++ functions (std::filesystem, exception_ptr
-# helpers, ...). A library loaded with RTLD_LOCAL (torch.ops.load_library) resolves its undefined
-# symbols in its own DT_NEEDED order, so with libtorch listed first those copies were picked over
-# the system libstdc++ and crashed (std::filesystem::remove_all called through a null pointer).
-# Harmless where Torch exports no such copies (Debian's LibTorch).
+# The shared libstdc++ first in every library's and executable's DT_NEEDED.
+# Some toolchains (the GPU machine's g++ 13 in /opt/gcc) ship only libstdc++.a next to the
+# compiler, so a plain link puts a private static copy of libstdc++ into libds_torch.so and into
+# every executable, exported and with its iostreams/locale never initialised: c10::str() on an error
+# path (streaming a number) then crashed the Python process, and std::filesystem::remove_all
+# crashed the checkpoint code. There we link the system's libstdc++.so.6 by path, ahead of
+# everything, so no archive member is ever pulled. Elsewhere -lstdc++ first keeps our references
+# bound to libstdc++ before any library that exports copies of its functions.
 if(NOT DS_SANITIZE)
-  target_link_options(ds_options INTERFACE
-    "LINKER:--push-state,--no-as-needed,-lstdc++,-lgcc_s,--pop-state")
+  execute_process(COMMAND ${CMAKE_CXX_COMPILER} -print-file-name=libstdc++.so
+                  OUTPUT_VARIABLE _ds_libstdcxx_so OUTPUT_STRIP_TRAILING_WHITESPACE)
+  if(IS_ABSOLUTE "${_ds_libstdcxx_so}")
+    set(DS_LIBSTDCXX "-lstdc++")
+  else()
+    find_file(DS_SYSTEM_LIBSTDCXX libstdc++.so.6
+              PATHS /usr/lib/x86_64-linux-gnu /lib/x86_64-linux-gnu /usr/lib64 /usr/lib/aarch64-linux-gnu
+              NO_DEFAULT_PATH)
+    if(DS_SYSTEM_LIBSTDCXX)
+      set(DS_LIBSTDCXX "${DS_SYSTEM_LIBSTDCXX}")
+      message(STATUS "${CMAKE_CXX_COMPILER} has no shared libstdc++; linking ${DS_SYSTEM_LIBSTDCXX}")
+    else()
+      message(WARNING "${CMAKE_CXX_COMPILER} has no shared libstdc++ and no libstdc++.so.6 was found: "
+                      "every library and executable gets a private static copy (error messages may crash)")
+    endif()
+  endif()
+  if(DS_LIBSTDCXX)
+    target_link_options(ds_options INTERFACE "LINKER:--push-state,--no-as-needed" "${DS_LIBSTDCXX}"
+                        "LINKER:--pop-state")
+  endif()
 endif()
 if(DS_SANITIZE)
   target_compile_options(ds_options INTERFACE -fsanitize=address,undefined -fno-omit-frame-pointer

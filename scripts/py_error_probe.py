@@ -1,6 +1,7 @@
 # Raises each error case of our torch ops through Python, one case per process, and reports how
-# each process ended. On the GPU machine (torch 2.11) an error raised into Python once crashed
-# three Python tests; this is the probe for that (scripts/py_error_diag.sh runs it).
+# each process ended. On the GPU machine an error raised into Python once crashed three Python tests
+# (a private static libstdc++ in libds_torch.so, whose iostreams were never initialised, crashed in
+# c10::str; fixed in cmake/DsOptions.cmake). This probe and scripts/py_error_diag.sh found it.
 #   python3 scripts/py_error_probe.py LIB               all cases, each in its own process
 #   python3 scripts/py_error_probe.py LIB --case I [--handler crash_handler.so]
 import faulthandler, json, os, subprocess, sys

@@ -1,9 +1,10 @@
 // Removing a directory tree without std::filesystem::remove_all.
 //
-// The pip LibTorch (torch 2.x wheels, the GPU machine's) exports its own copy of
-// std::filesystem::remove_all; a program linked to it binds to that copy, which crashes there (a call
-// through a null pointer, seen on the H100 in the engine's checkpoint writer). nftw() does the same
-// job with nothing to collide with.
+// On the GPU machine std::filesystem::remove_all crashed in the engine's checkpoint writer (a call
+// through a null pointer). The cause was found later: that machine's g++ (/opt/gcc) has only a
+// static libstdc++, so every binary carried a private, partly initialised copy of it; the build now
+// links the system's libstdc++.so.6 instead (cmake/DsOptions.cmake). nftw() is kept: it does the
+// same job with no dependence on which libstdc++ a binary ends up with.
 #pragma once
 
 #include <ftw.h>
