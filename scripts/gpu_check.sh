@@ -4,16 +4,17 @@
 # the benchmarks under benchmarks/. Logs and results go to $OUT when set, else build-gpu/logs.
 #
 #   scripts/gpu_check.sh [--bench] [--bench-filter REGEX] [--tests REGEX] [--all-labels] [--no-tests]
-#                        [--run 'cmd'] [--build-dir DIR]
+#                        [--run 'cmd'] [--build-dir DIR] [--targets 'T1 T2 ...']
 #   --bench            run benchmarks/run_all.sh (every benchmark) after the tests
 #   --bench-filter RE  only the benchmarks whose file name matches RE
 #   --tests RE         only ctest tests matching RE
 #   --all-labels       run every ctest label (cpu, gpu, mpi), not only gpu
 #   --run 'cmd'        run an extra command after the build (in the repo root, build dir in $BUILD)
+#   --targets 'T ...'  build only these targets (a quick check of one part; pair with --tests)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 BUILD=build-gpu
-BENCH=0; BENCH_FILTER=""; TESTS=""; LABELS="-L gpu"; RUN_TESTS=1; EXTRA=()
+BENCH=0; BENCH_FILTER=""; TESTS=""; LABELS="-L gpu"; RUN_TESTS=1; EXTRA=(); TARGETS=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --bench) BENCH=1;;
@@ -23,6 +24,7 @@ while [ $# -gt 0 ]; do
     --no-tests) RUN_TESTS=0;;
     --run) EXTRA+=("$2"); shift;;
     --build-dir) BUILD=$2; shift;;
+    --targets) read -r -a TARGETS <<< "$2"; shift;;
     *) echo "gpu_check.sh: unknown option $1" >&2; exit 2;;
   esac
   shift
@@ -45,7 +47,8 @@ t0=$(date +%s)
 cmake -S . -B "$BUILD" "${GEN[@]}" -DCMAKE_BUILD_TYPE=Release -DDS_WITH_CUDA=ON \
   -DCMAKE_PREFIX_PATH="$TORCH_PREFIX" -DDS_TORCH_PYTHON="$(command -v python3)" \
   -DCMAKE_CUDA_ARCHITECTURES="${DS_CUDA_ARCHS:-90a}" 2>&1 | tee "$LOGS/configure.log" | grep -A30 "==== deepspeed_cpp"
-cmake --build "$BUILD" -j"$(nproc)" > "$LOGS/build.log" 2>&1
+targets=(); [ ${#TARGETS[@]} -gt 0 ] && targets=(--target "${TARGETS[@]}")
+cmake --build "$BUILD" -j"$(nproc)" "${targets[@]}" > "$LOGS/build.log" 2>&1
 rc=$?
 echo "build: rc=$rc in $(( $(date +%s) - t0 )) s"
 if [ $rc -ne 0 ]; then grep -E "error|Error" -A3 "$LOGS/build.log" | head -80; exit $rc; fi

@@ -73,7 +73,7 @@ __global__ void __launch_bounds__(kThreads) dq_kernel(const Params p) {
     const int e0 = e_begin + step * G::kSlots;
     auto row_of = [&](int r) -> int64_t {
       const int e = e0 + r / kChunk;
-      return e < e_end ? int64_t(p.q_tiles.chunk[e]) * kChunk + (r % kChunk) : int64_t(-1);
+      return e < e_end ? int64_t(p.q_tiles.chunk[e]) * kChunk + nm_column_key<kNM>(r % kChunk) : int64_t(-1);
     };
     load_rows_async<D>(sK + buf * G::kTileElems, k, p.k_rs, row_of);
     load_rows_async<D>(sV + buf * G::kTileElems, v, p.k_rs, row_of);
@@ -137,13 +137,13 @@ __global__ void __launch_bounds__(kThreads) dq_kernel(const Params p) {
         } else if (plain) {
           s = acc_s[j][e] * scale_log2;
         } else {
-          const int k_pos = key0[slot] + (j * 8 + 2 * t + (e & 1)) % kChunk;
+          const int k_pos = key0[slot] + nm_column_key<kNM>((j * 8 + 2 * t + (e & 1)) % kChunk);
           s = acc_s[j][e] * scale_log2 + bias(my_row[e >> 1], k_pos) * kLog2e;
         }
         acc_s[j][e] = s;
       }
     }
-    if constexpr (kNM != 0) nm_select<kNM / 10, kNM % 10, true, G::kN8>(&acc_s[0][0]);
+    if constexpr (kNM != 0) nm_select_columns<kNM, G::kN8>(&acc_s[0][0]);
 #pragma unroll
     for (int j = 0; j < G::kN8; ++j)
 #pragma unroll

@@ -60,7 +60,7 @@ __global__ void __launch_bounds__(kThreads) dq_kernel_sm90(const Params p) {
     const int e0 = e_begin + step * kSlots;
     L::load2_async(sK + buf * L::kElems, sV + buf * L::kElems, k, v, static_cast<int>(p.k_rs), [&](int r) {
       const int e = e0 + r / kChunk;
-      return e < e_end ? chunks[e] * kChunk + (r % kChunk) : -1;
+      return e < e_end ? chunks[e] * kChunk + nm_column_key<kNM>(r % kChunk) : -1;
     });
   };
   if (num_steps > 0) load_step(0, 0);
@@ -113,7 +113,7 @@ __global__ void __launch_bounds__(kThreads) dq_kernel_sm90(const Params p) {
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
         float s = acc_s[4 * j + e] * scale_log2;
-        const int k_pos = key0 + (j * 8 + 2 * t + (e & 1)) % kChunk;
+        const int k_pos = key0 + nm_column_key<kNM>((j * 8 + 2 * t + (e & 1)) % kChunk);
         if (causal_only) {
           if (bias.causal_masked(my_row[e >> 1], k_pos)) s = -INFINITY;
         } else if (!plain) {
@@ -122,7 +122,7 @@ __global__ void __launch_bounds__(kThreads) dq_kernel_sm90(const Params p) {
         acc_s[4 * j + e] = present[slot] ? s : -INFINITY;
       }
     }
-    if constexpr (kNM != 0) nm_select<kNM / 10, kNM % 10, true, kN8>(acc_s);
+    if constexpr (kNM != 0) nm_select_columns<kNM, kN8>(acc_s);
 #pragma unroll
     for (int i = 0; i < kN8 * 4; ++i) {
       const int ri = (i >> 1) & 1;

@@ -55,7 +55,7 @@ __global__ void __launch_bounds__(kThreads) fwd_kernel_sm90(const Params p) {
     const int e0 = e_begin + step * kSlots;
     LK::load2_async(sK + buf * LK::kElems, sV + buf * LK::kElems, k, v, static_cast<int>(p.k_rs), [&](int r) {
       const int e = e0 + r / kChunk;
-      return e < e_end ? chunks[e] * kChunk + (r % kChunk) : -1;
+      return e < e_end ? chunks[e] * kChunk + nm_column_key<kNM>(r % kChunk) : -1;
     });
   };
   if (num_steps > 0) load_step(0, 0);
@@ -112,7 +112,7 @@ __global__ void __launch_bounds__(kThreads) fwd_kernel_sm90(const Params p) {
         const int key0 = e0 + slot < e_end ? chunks[e0 + slot] * kChunk : 0;
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
-          const int k_pos = key0 + (j * 8 + 2 * t + (e & 1)) % kChunk;
+          const int k_pos = key0 + nm_column_key<kNM>((j * 8 + 2 * t + (e & 1)) % kChunk);
           acc_s[4 * j + e] = present[slot] && !bias.causal_masked(my_row[e >> 1], k_pos)
                                  ? acc_s[4 * j + e] * scale_log2 : -INFINITY;
         }
@@ -124,13 +124,13 @@ __global__ void __launch_bounds__(kThreads) fwd_kernel_sm90(const Params p) {
         const int key0 = e0 + slot < e_end ? chunks[e0 + slot] * kChunk : 0;
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
-          const int k_pos = key0 + (j * 8 + 2 * t + (e & 1)) % kChunk;
+          const int k_pos = key0 + nm_column_key<kNM>((j * 8 + 2 * t + (e & 1)) % kChunk);
           acc_s[4 * j + e] = present[slot] ? acc_s[4 * j + e] * scale_log2 + bias(my_row[e >> 1], k_pos) * kLog2e
                                            : -INFINITY;
         }
       }
     }
-    if constexpr (kNM != 0) nm_select<kNM / 10, kNM % 10, true, kN8>(acc_s);
+    if constexpr (kNM != 0) nm_select_columns<kNM, kN8>(acc_s);
     float step_max[2] = {-INFINITY, -INFINITY};
 #pragma unroll
     for (int j = 0; j < kN8; ++j)
