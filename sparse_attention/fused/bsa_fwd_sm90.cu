@@ -5,6 +5,9 @@
 // gathers kCols keys (two 64-key halves for D <= 64), double-buffered with cp.async.
 #include <cuda_runtime.h>
 
+#include <cstdlib>
+#include <string>
+
 #include "ops/common/cuda_check.h"
 #include "ops/common/dispatch.cuh"
 #include "sparse_attention/fused/bsa_sm90.cuh"
@@ -13,8 +16,15 @@
 namespace ds::bsa {
 namespace {
 
-template <typename T, int D, int kChunk, int kNM>
-__global__ void __launch_bounds__(kThreads) fwd_kernel_sm90(const Params p) {
+// Three CTAs per SM fit in shared memory for D <= 64 (72 KB each at D = 64); the register file holds
+// three only at <= 168 registers per thread. The instantiations that ptxas left above that (2:4
+// selection: 180 at D = 64, 186 at D = 32; 16- and 32-key chunks at D = 64: 172-173) ran at two CTAs
+// per SM; they are capped (a few spilled bytes). 0 = no minimum: the others keep ptxas's allocation.
+template <int D, int kChunk, int kNM>
+constexpr int fwd_min_ctas() { return (D <= 64 && kNM == 24) || (D == 64 && kChunk < 64) ? 3 : 0; }
+
+template <typename T, int D, int kChunk, int kNM, int kMinCtas>
+__global__ void __launch_bounds__(kThreads, kMinCtas) fwd_kernel_sm90(const Params p) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   constexpr int kCols = sm90_step_cols<D>();
   constexpr int kSlots = kCols / kChunk;
@@ -198,11 +208,22 @@ __global__ void __launch_bounds__(kThreads) fwd_kernel_sm90(const Params p) {
 #endif
 }
 
+// DS_BSA_FWD_UNCAPPED=1 launches the uncapped build of the capped instantiations (A/B benchmarks).
+inline bool fwd_uncapped() {
+  static const bool uncapped = [] {
+    const char* env = std::getenv("DS_BSA_FWD_UNCAPPED");
+    return env != nullptr && std::string(env) == "1";
+  }();
+  return uncapped;
+}
+
 template <typename T, int D, int kChunk, int kNM>
 void launch_typed(const Params& p, cudaStream_t stream) {
   constexpr int kCols = sm90_step_cols<D>();
   constexpr int smem = (Sm90Tile<D, kTileRows>::kElems + 4 * Sm90Tile<D, kCols>::kElems) * sizeof(T);
-  auto kernel = fwd_kernel_sm90<T, D, kChunk, kNM>;
+  constexpr int kMin = fwd_min_ctas<D, kChunk, kNM>();
+  auto kernel = kMin != 0 && fwd_uncapped() ? fwd_kernel_sm90<T, D, kChunk, kNM, 0>
+                                             : fwd_kernel_sm90<T, D, kChunk, kNM, kMin>;
   DS_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
   kernel<<<p.B * p.H * p.num_tiles, kThreads, smem, stream>>>(p);
   DS_CUDA_CHECK_LAUNCH();
