@@ -1,7 +1,8 @@
 // Standalone check-then-time harness of the fused block-sparse attention kernels (no Torch), so kernel
 // iterations can be built on the CPU machine with nvcc and run on the GPU machine in seconds.
 //   bsa_standalone check            every case against a float64 host reference (exit 1 on failure)
-//   bsa_standalone time [B H S D block density]  forward and backward TFLOP/s on present blocks
+//   bsa_standalone time [B H S D block density [nm]]  forward and backward TFLOP/s on present blocks
+//                                                (nm 12 / 24: dynamic 1:2 / 2:4 on a dense layout of block 64)
 // The Torch-level tests (tests/sparse_attention, label gpu) and benchmarks/bench_sparse_attention.py
 // are the real gates; this harness is the kernel developer's loop.
 #include <cuda_bf16.h>
@@ -267,7 +268,7 @@ int check_all() {
   return fails ? 1 : 0;
 }
 
-int time_one(int B, int H, int S, int D, int block, double density) {
+int time_one(int B, int H, int S, int D, int block, double density, int nm = 0) {
   std::mt19937 rng(7);
   const int nb = S / block;
   const int64_t n = int64_t(B) * H * S * D;
@@ -281,7 +282,7 @@ int time_one(int B, int H, int S, int D, int block, double density) {
   Tables tab(L, 1, nb, block, B, H);
   bsa::Params p;
   p.kind = ScalarKind::BF16; p.B = B; p.H = H; p.S = S; p.D = D; p.s_valid = S; p.block = block; p.layout_heads = 1;
-  p.scale = 1.f / std::sqrt(float(D));
+  p.scale = 1.f / std::sqrt(float(D)); p.nm = nm;
   p.q = q.p; p.k = k.p; p.v = v.p; p.o = o.p; p.lse = lse.p;
   p.q_bs = int64_t(H) * S * D; p.q_hs = int64_t(S) * D; p.q_rs = D;
   p.k_bs = p.q_bs; p.k_hs = p.q_hs; p.k_rs = D; p.o_bs = p.q_bs; p.o_hs = p.q_hs; p.o_rs = D;
@@ -306,8 +307,8 @@ int time_one(int B, int H, int S, int D, int block, double density) {
   DS_CUDA_CHECK(cudaDeviceSynchronize());
   const double present = double(tab.host.present_blocks) / (double(nb) * nb);
   const double flops_f = 4.0 * B * H * double(S) * S * D * present;
-  std::printf("B%d H%d S%d D%d blk%d density %.3f | fwd sm80 %.3f ms %.0f TF/s, sm90 %.3f ms %.0f TF/s | bwd sm80 %.3f ms %.0f, sm90 %.3f ms %.0f TF/s\n",
-              B, H, S, D, block, present, tf80, flops_f / tf80 / 1e9, tf, flops_f / tf / 1e9, tb80,
+  std::printf("%sB%d H%d S%d D%d blk%d density %.3f | fwd sm80 %.3f ms %.0f TF/s, sm90 %.3f ms %.0f TF/s | bwd sm80 %.3f ms %.0f, sm90 %.3f ms %.0f TF/s\n",
+              nm == 12 ? "nm1:2 " : nm == 24 ? "nm2:4 " : "", B, H, S, D, block, present, tf80, flops_f / tf80 / 1e9, tf, flops_f / tf / 1e9, tb80,
               2.5 * flops_f / tb80 / 1e9, tb, 2.5 * flops_f / tb / 1e9);
   return 0;
 }
@@ -319,9 +320,9 @@ int main(int argc, char** argv) {
   try {
     if (mode == "check") return check_all();
     if (mode == "time") {
-      if (argc == 8)
+      if (argc == 8 || argc == 9)
         return time_one(std::atoi(argv[2]), std::atoi(argv[3]), std::atoi(argv[4]), std::atoi(argv[5]),
-                        std::atoi(argv[6]), std::atof(argv[7]));
+                        std::atoi(argv[6]), std::atof(argv[7]), argc == 9 ? std::atoi(argv[8]) : 0);
       for (int D : {64, 128})
         for (int block : {16, 32, 64, 128})
           for (double dens : {0.1, 0.3, 1.0}) time_one(16384 / 4096 * (D == 64 ? 1 : 1), D == 64 ? 16 : 8, 4096, D, block, dens);
@@ -331,6 +332,6 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "error: %s\n", e.what());
     return 2;
   }
-  std::fprintf(stderr, "usage: bsa_standalone check | time [B H S D block density]\n");
+  std::fprintf(stderr, "usage: bsa_standalone check | time [B H S D block density [nm]]\n");
   return 2;
 }
